@@ -1,0 +1,1 @@
+"""Thin command-line entry points; each calls a plain function."""

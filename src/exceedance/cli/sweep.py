@@ -1,0 +1,62 @@
+"""`exceedance-sweep`: compose the Hydra config and run one tracked search per job."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from exceedance.cli.errors import fail_cleanly
+from exceedance.config import Config, register_configs
+from exceedance.sweep import SweepResult, run
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate")
+
+
+def format_front(result: SweepResult) -> str:
+    """The Pareto-optimal trials as a fixed-width table."""
+    lines = ["  ".join(f"{c:>15}" for c in FRONT_COLUMNS)]
+    for row in result.front:
+        cells = [row[c] for c in FRONT_COLUMNS]
+        lines.append(
+            "  ".join(f"{c:>15.4g}" if isinstance(c, float) else f"{c!s:>15}" for c in (_number(c) for c in cells))
+        )
+    return "\n".join(lines)
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _sweep(cfg: DictConfig) -> None:
+    config: Config = OmegaConf.to_object(cfg)
+    result = run(config)
+    print(
+        f"\n{result.trials} finished trials in experiment {result.experiment!r} "
+        f"(parent run {result.parent_run_id}) at {result.tracking_uri}"
+    )
+    print(
+        f"Pareto-optimal trials (validation {config.data.quality} against exceedance rate on limit "
+        f"{config.data.limit:g}):"
+    )
+    print(format_front(result))
+    print(f"\nBrowse: {result.ui_command}")
+
+
+def main() -> None:
+    """Console entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    register_configs()
+    fail_cleanly("exceedance-sweep", _sweep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

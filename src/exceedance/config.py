@@ -1,0 +1,205 @@
+"""Typed configuration schemas and their validation.
+
+Every value a user can set lives in one of these dataclasses. They are registered in Hydra's
+ConfigStore so a typo'd key or a wrong type fails at composition time, and `validate` checks
+ranges and cross-field rules before any data is loaded, anything is trained or anything is
+written to MLflow. This module must stay cheap to import: no Keras, no TensorFlow, no MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+PENALTY_FORMS = ("l1", "l2", "sigmoid_count")
+ORACLES = ("random", "bayesian", "hyperband", "grid")
+DATASETS = ("synthetic", "diabetes", "breast_cancer", "file")
+# Quality metric name -> the direction in which it improves. "within_tolerance" is the
+# regression stand-in for accuracy: the share of predictions within `tolerance` of the target.
+QUALITY_DIRECTIONS = {"within_tolerance": "max", "accuracy": "max", "mae": "min", "mse": "min"}
+OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field and what is allowed."""
+
+
+@dataclass
+class Range:
+    """A closed interval searched by the tuner; `low == high` fixes the value."""
+
+    low: float = MISSING
+    high: float = MISSING
+
+
+@dataclass
+class DataConfig:
+    """Which data set to train on, and the evaluation limit every trial is measured against."""
+
+    name: str = "synthetic"
+    limit: float = 1.0
+    quality: str = "within_tolerance"
+    tolerance: float = 0.25
+    seed: int = 0
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    # synthetic only
+    n_samples: int = 6000
+    n_features: int = 8
+    n_outputs: int = 4
+    exceed_share: float = 0.3
+    # file only: a .csv (features = every column not in `targets`) or a .npz (arrays by name)
+    path: str = ""
+    targets: list[str] = field(default_factory=list)
+    features: str = "x"
+
+
+@dataclass
+class ModelConfig:
+    """A model builder called as `_target_(n_features, n_outputs, **fields)`."""
+
+    _target_: str = "exceedance.models.build_mlp"
+    hidden_units: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "relu"
+    output_activation: str = "linear"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PenaltyConfig:
+    """The penalty's search space: forms, where it starts, how much it weighs, how soft it is."""
+
+    forms: list[str] = field(default_factory=lambda: list(PENALTY_FORMS))
+    base_loss: str = "mse"
+    threshold: Range = field(default_factory=lambda: Range(0.5, 1.2))
+    lam: Range = field(default_factory=lambda: Range(0.01, 10.0))
+    temperature: Range = field(default_factory=lambda: Range(0.02, 0.5))
+
+
+@dataclass
+class SearchConfig:
+    """How keras-tuner explores the space and how long each trial trains."""
+
+    oracle: str = "random"
+    max_trials: int = 12
+    epochs: int = 8
+    batch_size: int = 128
+    learning_rate: Range = field(default_factory=lambda: Range(1e-3, 1e-2))
+    grid_points: int = 3
+    seed: int = 0
+    overwrite: bool = False
+    directory: str = "mlruns/tuner"
+    max_consecutive_failures: int = 3
+    jit_compile: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    """Where MLflow writes. An empty `uri` means MLFLOW_TRACKING_URI, else SQLite under mlruns/."""
+
+    uri: str = ""
+    store_dir: str = "mlruns"
+    timeout_s: float = 5.0
+
+
+@dataclass
+class Config:
+    """One search: `name` is the MLflow experiment all its runs go to."""
+
+    name: str = "exceedance"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def quality_direction(self) -> str:
+        return QUALITY_DIRECTIONS[self.data.quality]
+
+
+def register_configs() -> None:
+    """Register the schema so `conf/config.yaml` can start from it (`defaults: [base_config]`)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def _require(ok: bool, field_name: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{field_name}: {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], field_name: str) -> None:
+    _require(value in allowed, field_name, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _finite(value: float, field_name: str) -> None:
+    _require(math.isfinite(value), field_name, f"must be a finite number, got {value}")
+
+
+def _range(r: Range, field_name: str, *, positive: bool = False, non_negative: bool = False) -> None:
+    for side in ("low", "high"):
+        _finite(getattr(r, side), f"{field_name}.{side}")
+    if non_negative:
+        _require(r.low >= 0, f"{field_name}.low", f"must be >= 0, got {r.low}")
+    if positive:
+        _require(r.low > 0, f"{field_name}.low", f"must be > 0, got {r.low}")
+    _require(r.low <= r.high, field_name, f"low ({r.low}) must be <= high ({r.high})")
+
+
+def validate(config: Config) -> None:
+    """Check every range and cross-field rule; raise `ConfigError` naming the first bad field.
+
+    Args:
+        config: the composed configuration.
+
+    Raises:
+        ConfigError: with a one-line message such as
+            ``penalty.temperature.low: must be > 0, got 0.0``.
+    """
+    data, penalty, search = config.data, config.penalty, config.search
+    _one_of(data.name, DATASETS, "data.name")
+    _finite(data.limit, "data.limit")
+    _one_of(data.quality, tuple(QUALITY_DIRECTIONS), "data.quality")
+    _require(data.tolerance > 0, "data.tolerance", f"must be > 0, got {data.tolerance}")
+    for name in ("val_fraction", "test_fraction"):
+        value = getattr(data, name)
+        _require(0 < value < 0.5, f"data.{name}", f"must be in (0, 0.5), got {value}")
+    _require(0 < data.exceed_share < 1, "data.exceed_share", f"must be in (0, 1), got {data.exceed_share}")
+    for name in ("n_samples", "n_features", "n_outputs"):
+        _require(getattr(data, name) >= 1, f"data.{name}", f"must be >= 1, got {getattr(data, name)}")
+    if data.name == "file":
+        _require(bool(data.path), "data.path", "is required when data.name=file (a .csv or .npz file)")
+        _require(bool(data.targets), "data.targets", "is required when data.name=file (target columns)")
+
+    _one_of(config.model.output_activation, OUTPUT_ACTIVATIONS, "model.output_activation")
+    _require(
+        all(u >= 1 for u in config.model.hidden_units),
+        "model.hidden_units",
+        f"every layer needs >= 1 unit, got {list(config.model.hidden_units)}",
+    )
+
+    _require(len(penalty.forms) > 0, "penalty.forms", f"needs at least one of {', '.join(PENALTY_FORMS)}")
+    for form in penalty.forms:
+        _one_of(form, PENALTY_FORMS, "penalty.forms")
+    _range(penalty.threshold, "penalty.threshold")
+    _range(penalty.lam, "penalty.lam", non_negative=True)
+    if penalty.lam.low < penalty.lam.high:
+        _require(
+            penalty.lam.low > 0,
+            "penalty.lam.low",
+            "must be > 0 when lambda is searched (log scale); set low == high to fix it at 0",
+        )
+    _range(penalty.temperature, "penalty.temperature", positive=True)
+
+    _one_of(search.oracle, ORACLES, "search.oracle")
+    for name in ("max_trials", "epochs", "batch_size", "grid_points", "max_consecutive_failures"):
+        value = getattr(search, name)
+        _require(value >= 1, f"search.{name}", f"must be >= 1, got {value}")
+    _range(search.learning_rate, "search.learning_rate", positive=True)
+    _require(config.tracking.timeout_s > 0, "tracking.timeout_s", f"must be > 0, got {config.tracking.timeout_s}")
+    _require(bool(config.name.strip()), "name", "must not be empty (it names the MLflow experiment)")

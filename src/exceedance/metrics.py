@@ -1,0 +1,126 @@
+"""Streaming metrics: exceedance against the evaluation limit, loss parts, and quality.
+
+The exceedance metrics keep running totals across every batch of an epoch, so the epoch value
+is the count (or share) over the whole epoch, not a sum or mean of per-batch values.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from exceedance.losses import PACKAGE, PenalizedLoss, penalty
+
+
+class _Exceedance(keras.metrics.Metric):
+    def __init__(self, limit: float, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.limit = float(limit)
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="count")
+        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        above = ops.cast(ops.convert_to_tensor(y_pred) > self.limit, "float64")
+        self.count.assign_add(ops.sum(above))
+        self.total.assign_add(ops.cast(ops.size(above), "float64"))
+
+    def reset_state(self):
+        self.count.assign(0.0)
+        self.total.assign(0.0)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "limit": self.limit}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ExceedanceCount(_Exceedance):
+    """Number of predicted elements above `limit` seen so far in the epoch."""
+
+    def __init__(self, limit: float, name: str = "exceedance_count", **kwargs):
+        super().__init__(limit, name=name, **kwargs)
+
+    def result(self):
+        return self.count
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ExceedanceRate(_Exceedance):
+    """Share of predicted elements above `limit` seen so far in the epoch."""
+
+    def __init__(self, limit: float, name: str = "exceedance_rate", **kwargs):
+        super().__init__(limit, name=name, **kwargs)
+
+    def result(self):
+        return ops.divide_no_nan(self.count, self.total)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class BaseLossPart(keras.metrics.Mean):
+    """The base loss alone, so loss curves can show it apart from the penalty."""
+
+    def __init__(self, base: str = "mse", name: str = "base_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.base = base
+        self._fn = keras.losses.get(base)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        super().update_state(self._fn(y_true, y_pred), sample_weight=sample_weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "base": self.base}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PenaltyPart(keras.metrics.Mean):
+    """The unweighted penalty term, so loss = base_loss + lam * penalty can be read off."""
+
+    def __init__(
+        self, form: str = "l2", threshold: float = 1.0, temperature: float = 0.1, name: str = "penalty", **kwargs
+    ):
+        super().__init__(name=name, **kwargs)
+        self.form, self.threshold, self.temperature = form, float(threshold), float(temperature)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = penalty(y_pred, self.threshold, self.form, self.temperature)
+        super().update_state(values, sample_weight=sample_weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "form": self.form, "threshold": self.threshold, "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class WithinTolerance(keras.metrics.Mean):
+    """Share of predicted elements within `tolerance` of the target: accuracy for regression."""
+
+    def __init__(self, tolerance: float = 0.25, name: str = "within_tolerance", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.tolerance = float(tolerance)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        hit = ops.abs(ops.convert_to_tensor(y_true) - y_pred) <= self.tolerance
+        super().update_state(ops.cast(hit, self.dtype), sample_weight=sample_weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "tolerance": self.tolerance}
+
+
+def quality_metric(name: str, tolerance: float) -> keras.metrics.Metric:
+    """The Keras metric behind a quality name from `config.QUALITY_DIRECTIONS`."""
+    if name == "within_tolerance":
+        return WithinTolerance(tolerance)
+    if name == "accuracy":
+        return keras.metrics.BinaryAccuracy(name="accuracy")
+    if name == "mae":
+        return keras.metrics.MeanAbsoluteError(name="mae")
+    return keras.metrics.MeanSquaredError(name="mse")
+
+
+def training_metrics(loss: PenalizedLoss, limit: float, quality: str, tolerance: float) -> list:
+    """Everything a trial reports per epoch: loss parts, exceedance on the limit, quality."""
+    return [
+        BaseLossPart(loss.base),
+        PenaltyPart(loss.form, loss.threshold, loss.temperature),
+        ExceedanceCount(limit),
+        ExceedanceRate(limit),
+        quality_metric(quality, tolerance),
+    ]

@@ -1,0 +1,74 @@
+"""Matplotlib figures from plain arrays (Agg backend; callers close what they get)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+FORM_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "sigmoid_count": "tab:green"}
+
+
+def loss_curves(history: dict[str, list[float]]) -> Figure:
+    """Loss, base-loss and penalty curves for training and validation, one panel each."""
+    parts = [k for k in ("loss", "base_loss", "penalty") if k in history]
+    fig, axes = plt.subplots(1, len(parts), figsize=(4 * len(parts), 3), squeeze=False)
+    for ax, key in zip(axes[0], parts, strict=True):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
+        ax.set(title=key, xlabel="epoch")
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float) -> Figure:
+    """Histogram of predicted values with the evaluation limit and training threshold marked."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(np.ravel(predictions), bins=60, color="0.6")
+    ax.axvline(limit, color="tab:red", label=f"limit {limit:g}")
+    ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set(xlabel="prediction", ylabel="count", title="validation predictions")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def pareto_front(
+    quality: np.ndarray,
+    exceedance: np.ndarray,
+    forms: list[str],
+    on_front: np.ndarray,
+    quality_name: str,
+    picked: int | None = None,
+) -> Figure:
+    """All trials as quality against exceedance rate, coloured by penalty form, front joined."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    forms_arr = np.asarray(forms)
+    for form, colour in FORM_COLOURS.items():
+        sel = forms_arr == form
+        if sel.any():
+            ax.scatter(exceedance[sel], quality[sel], c=colour, label=form, alpha=0.7)
+    order = np.argsort(exceedance[on_front])
+    ax.plot(exceedance[on_front][order], quality[on_front][order], "k-", lw=1, label="Pareto front")
+    ax.scatter(exceedance[on_front], quality[on_front], facecolors="none", edgecolors="k", s=90)
+    if picked is not None:
+        ax.scatter(
+            [exceedance[picked]],
+            [quality[picked]],
+            marker="*",
+            c="gold",
+            edgecolors="k",
+            s=250,
+            label="picked",
+            zorder=5,
+        )
+    ax.set(xlabel="exceedance rate (validation, on the limit)", ylabel=quality_name)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,117 @@
+"""The search space (a keras-tuner HyperModel) and the oracle that explores it.
+
+The HyperModel only declares hyperparameters and builds a compiled model from them; running
+trials and tracking them is `trial.TrackedTuner`'s job.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import keras_tuner as kt
+import numpy as np
+from hydra.utils import get_method
+
+from exceedance.config import Config, Range
+from exceedance.losses import PenalizedLoss
+from exceedance.metrics import training_metrics
+
+SIGMOID_COUNT = "sigmoid_count"
+
+
+def _grid(r: Range, points: int, log: bool) -> list[float]:
+    values = np.geomspace(r.low, r.high, points) if log else np.linspace(r.low, r.high, points)
+    return sorted({float(f"{v:.4g}") for v in values})
+
+
+class ExceedanceHyperModel(kt.HyperModel):
+    """Declares threshold, lambda, penalty form, temperature and learning rate; builds the model.
+
+    Args:
+        config: the search's configuration.
+        n_features: input width of the data.
+        n_outputs: output width of the data.
+    """
+
+    def __init__(self, config: Config, n_features: int, n_outputs: int):
+        super().__init__(name="exceedance")
+        self.config = config
+        self.n_features = n_features
+        self.n_outputs = n_outputs
+
+    def _value(self, hp: kt.HyperParameters, name: str, r: Range, log: bool) -> float:
+        if r.low == r.high:
+            return hp.Fixed(name, float(r.low))
+        if self.config.search.oracle == "grid":
+            return hp.Choice(name, _grid(r, self.config.search.grid_points, log))
+        return hp.Float(name, r.low, r.high, sampling="log" if log else "linear")
+
+    def penalty_params(self, hp: kt.HyperParameters) -> dict[str, float | str]:
+        """Declare the penalty's hyperparameters and return their values for this trial."""
+        penalty = self.config.penalty
+        params: dict[str, float | str] = {
+            "penalty": hp.Choice("penalty", list(penalty.forms)),
+            "threshold": self._value(hp, "threshold", penalty.threshold, log=False),
+            "lam": self._value(hp, "lam", penalty.lam, log=penalty.lam.low > 0),
+        }
+        if SIGMOID_COUNT in penalty.forms:
+            with hp.conditional_scope("penalty", [SIGMOID_COUNT]):
+                temperature = self._value(hp, "temperature", penalty.temperature, log=True)
+            if params["penalty"] == SIGMOID_COUNT:
+                params["temperature"] = temperature
+        params["learning_rate"] = self._value(hp, "learning_rate", self.config.search.learning_rate, log=True)
+        return params
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        params = self.penalty_params(hp)
+        model_cfg = self.config.model
+        builder = get_method(model_cfg._target_)
+        model = builder(
+            self.n_features,
+            self.n_outputs,
+            hidden_units=list(model_cfg.hidden_units),
+            activation=model_cfg.activation,
+            output_activation=model_cfg.output_activation,
+            **dict(model_cfg.options),
+        )
+        loss = PenalizedLoss(
+            self.config.penalty.base_loss,
+            str(params["penalty"]),
+            float(params["threshold"]),
+            float(params["lam"]),
+            float(params.get("temperature", 0.1)),
+        )
+        data = self.config.data
+        model.compile(
+            optimizer=keras.optimizers.Adam(float(params["learning_rate"])),
+            loss=loss,
+            metrics=training_metrics(loss, data.limit, data.quality, data.tolerance),
+            jit_compile=self.config.search.jit_compile,
+        )
+        return model
+
+
+def objective(config: Config) -> kt.Objective:
+    """The validation quality metric, in its direction."""
+    return kt.Objective(f"val_{config.data.quality}", direction=config.quality_direction)
+
+
+def make_oracle(config: Config) -> kt.Oracle:
+    """The keras-tuner oracle named by `search.oracle`."""
+    search = config.search
+    common = {
+        "objective": objective(config),
+        "seed": search.seed,
+        "max_consecutive_failed_trials": search.max_consecutive_failures,
+    }
+    if search.oracle == "hyperband":
+        # Hyperband decides how many trials to run from the epoch budget, not from max_trials.
+        iterations = max(1, math.ceil(search.max_trials / max(1, search.epochs)))
+        return kt.oracles.HyperbandOracle(max_epochs=search.epochs, factor=3, hyperband_iterations=iterations, **common)
+    oracle_class = {
+        "random": kt.oracles.RandomSearchOracle,
+        "bayesian": kt.oracles.BayesianOptimizationOracle,
+        "grid": kt.oracles.GridSearchOracle,
+    }[search.oracle]
+    return oracle_class(max_trials=search.max_trials, **common)

@@ -1,0 +1,89 @@
+"""One tracked search, from a validated config to the Pareto table: `run(config) -> SweepResult`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from exceedance import data as data_module
+from exceedance.config import Config, validate
+from exceedance.tracking import Tracker, check_reachable, flatten, resolve_uri
+
+
+@dataclass
+class SweepResult:
+    """What a finished search left behind, and where."""
+
+    tracking_uri: str
+    experiment: str
+    parent_run_id: str
+    front: list[dict]
+    ui_command: str
+    trials: int
+
+
+def search_key(config: Config) -> str:
+    """A stable name for a search: the same command (same data, model, penalty and search
+    settings) maps to the same key, so rerunning it resumes instead of starting over."""
+    defining = dataclasses.asdict(config)
+    defining.pop("tracking")
+    defining["search"].pop("overwrite")
+    digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{config.name}-{digest}"
+
+
+def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None) -> SweepResult:
+    """Validate, load data, check the store, then run and track one keras-tuner search.
+
+    Everything that can be wrong with the input is checked before TensorFlow is imported and
+    before anything is written to MLflow.
+
+    Args:
+        config: the composed configuration.
+        report: receives one progress line per trial.
+        tags: extra tags for the parent run (e.g. Hydra overrides).
+
+    Returns:
+        A `SweepResult` with the Pareto table of the search.
+    """
+    validate(config)
+    dataset = data_module.load(config.data)
+    uri = resolve_uri(config.tracking)
+    check_reachable(uri, config.tracking.timeout_s)
+
+    from omegaconf import OmegaConf
+
+    from exceedance.search import ExceedanceHyperModel, make_oracle
+    from exceedance.trial import TrackedTuner
+
+    key = search_key(config)
+    tracker = Tracker(uri, config.name)
+    resolved = OmegaConf.to_yaml(OmegaConf.structured(config))
+    parent_id = tracker.start_search(
+        key, flatten(dataclasses.asdict(config)), resolved, tags or {}, fresh=config.search.overwrite
+    )
+    tracker.close_orphans(parent_id)
+    tuner = TrackedTuner(
+        make_oracle(config),
+        ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs),
+        config,
+        tracker,
+        parent_id,
+        directory=str(Path(config.search.directory).resolve()),
+        project_name=key,
+        overwrite=config.search.overwrite,
+        report=report,
+    )
+    try:
+        tuner.search(dataset)
+    except BaseException:
+        tracker.end_run(parent_id, "KILLED")
+        raise
+    front = [row for row in tuner.publish_front() if row["pareto"]]
+    tracker.end_run(parent_id, "FINISHED")
+    trials = len(tracker.trial_records(parent_id, config.data.quality))
+    return SweepResult(uri, config.name, parent_id, front, tracker.ui_command(), trials)

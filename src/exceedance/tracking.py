@@ -1,0 +1,218 @@
+"""Everything that talks to MLflow: the store, the parent search run, nested trial runs.
+
+Uses `MlflowClient` with explicit run ids rather than the fluent API, so nothing depends on a
+global "active run" and one search's runs cannot leak into another's. Metrics of an epoch go
+in one `log_batch` call (one SQLite transaction instead of one per metric).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from exceedance.config import ConfigError, TrackingConfig
+from exceedance.pareto import TrialRecord
+
+ROLE = "exceedance.role"
+SEARCH_KEY = "exceedance.search_key"
+TRIAL_ID = "exceedance.trial_id"
+LOCAL_SCHEMES = ("sqlite",)
+REMOTE_SCHEMES = ("http", "https")
+
+
+def resolve_uri(config: TrackingConfig) -> str:
+    """The tracking URI to use, with any local path made absolute.
+
+    Order: `tracking.uri`, then `MLFLOW_TRACKING_URI`, then SQLite at `<store_dir>/mlflow.db`.
+    Paths are resolved against the current directory at start, so a job that later changes
+    directory still writes to the same store.
+    """
+    uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        return f"sqlite:///{Path(config.store_dir).resolve() / 'mlflow.db'}"
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme not in LOCAL_SCHEMES + REMOTE_SCHEMES + ("postgresql", "mysql"):
+        raise ConfigError(
+            f"tracking.uri: unsupported tracking URI {uri!r}; use sqlite:///path/to/mlflow.db, "
+            "http(s)://host:port of an MLflow server, or a postgresql:// / mysql:// database"
+        )
+    if scheme == "sqlite":
+        path = uri[len("sqlite:///") :]
+        return f"sqlite:///{Path(path).resolve()}"
+    return uri
+
+
+def check_reachable(uri: str, timeout_s: float) -> None:
+    """Fail fast, before any training, if the store cannot be written to or does not answer."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"tracking.uri: cannot create the store folder {folder} ({err.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"tracking.uri: the store folder {folder} is not writable")
+    elif uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError(
+                f"tracking.uri: no MLflow server answers at {uri} ({reason}); start one with "
+                "`mlflow server --host 127.0.0.1` or fix the URI"
+            ) from None
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database, never relative to the cwd."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
+    return None
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """`{"a": {"b": 1}}` -> `{"a.b": "1"}`, the shape MLflow params take."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class Tracker:
+    """One MLflow experiment; creates the parent run of a search and its nested trial runs.
+
+    Args:
+        uri: a tracking URI from `resolve_uri`.
+        experiment: experiment name (one per sweep name).
+    """
+
+    def __init__(self, uri: str, experiment: str):
+        from mlflow import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self._create_experiment(experiment)
+        else:
+            self.experiment_id = found.experiment_id
+
+    def _create_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location(self.uri))
+        except MlflowException:
+            # Another job created it between our lookup and our create.
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def start_search(
+        self, search_key: str, params: dict[str, str], config_yaml: str, tags: dict[str, str], fresh: bool = False
+    ) -> str:
+        """Return the parent run of the search `search_key`: the earlier one when resuming, or a
+        new one. With `fresh`, an earlier run is kept but renamed out of the way (never deleted)."""
+        from mlflow.entities import Param
+
+        existing = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{SEARCH_KEY}` = '{search_key}'", max_results=1
+        )
+        if existing and not fresh:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        for run in existing:
+            self.client.set_tag(run.info.run_id, SEARCH_KEY, f"{search_key}@{run.info.run_id}")
+        run = self.client.create_run(self.experiment_id, tags={ROLE: "search", SEARCH_KEY: search_key, **tags})
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run.info.run_id, params=items[start : start + 100])
+        self.client.log_text(run.info.run_id, config_yaml, "config.yaml")
+        return run.info.run_id
+
+    def trial_records(self, parent_id: str, quality: str) -> list[TrialRecord]:
+        """Every finished trial of a search with its final validation quality and exceedance."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'",
+        )
+        nan = float("nan")
+        return [
+            TrialRecord(
+                r.info.run_id,
+                r.data.tags.get(TRIAL_ID, ""),
+                dict(r.data.params),
+                r.data.metrics.get(f"val_{quality}", nan),
+                r.data.metrics.get("val_exceedance_rate", nan),
+            )
+            for r in runs
+        ]
+
+    def close_orphans(self, parent_id: str) -> int:
+        """Mark trial runs left RUNNING by a killed process as KILLED; return how many."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(runs)
+
+    def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any]) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags={"mlflow.parentRunId": parent_id, ROLE: "trial", TRIAL_ID: trial_id},
+        )
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """All of one step's metrics in one call."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_figure(self, run_id: str, figure, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, name)
+        plt.close(figure)
+
+    def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
+        for key, value in (tags or {}).items():
+            self.client.set_tag(run_id, key, value)
+        self.client.set_terminated(run_id, status=status)
+
+    def log_table(self, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["run_id"])
+                writer.writeheader()
+                writer.writerows(rows)
+            self.client.log_artifact(run_id, str(path))
+
+    def set_tags(self, tags_by_run: dict[str, dict[str, str]]) -> None:
+        from mlflow.entities import RunTag
+
+        for run_id, tags in tags_by_run.items():
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def ui_command(self) -> str:
+        if self.uri.startswith("sqlite:///"):
+            return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
+        return f"open {self.uri} in a browser"

@@ -1,0 +1,167 @@
+"""The trial loop: a keras-tuner tuner that trains each trial and records it in MLflow.
+
+Subclasses `BaseTuner` rather than `Tuner`: `Tuner.run_trial` wires TensorBoard callbacks and
+imports `tensorboard`, which the CPU build of TensorFlow does not bring and we do not need.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from exceedance import pareto, plots
+from exceedance.config import Config
+from exceedance.data import Dataset
+from exceedance.search import ExceedanceHyperModel
+from exceedance.tracking import Tracker
+
+FAILURE_REASON = "exceedance.failure_reason"
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Sends every epoch's metrics to MLflow in one batch."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        super().__init__()
+        self.tracker, self.run_id = tracker, run_id
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.tracker.log_metrics(self.run_id, logs or {}, step=epoch + 1)
+
+
+class TrackedTuner(kt.engine.base_tuner.BaseTuner):
+    """Runs trials on a fixed `Dataset` and mirrors each one as a nested MLflow run.
+
+    Args:
+        oracle: the keras-tuner oracle.
+        hypermodel: the search space.
+        config: the search's configuration.
+        tracker: the MLflow side.
+        parent_id: the search's parent run.
+        directory, project_name, overwrite: keras-tuner's project location and reuse policy.
+        report: called with one progress line per finished trial.
+    """
+
+    def __init__(
+        self,
+        oracle: kt.Oracle,
+        hypermodel: ExceedanceHyperModel,
+        config: Config,
+        tracker: Tracker,
+        parent_id: str,
+        directory: str,
+        project_name: str,
+        overwrite: bool,
+        report: Callable[[str], None] = print,
+    ):
+        super().__init__(oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite)
+        self.config, self.tracker, self.parent_id, self.report = config, tracker, parent_id, report
+        self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
+        self._runs: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._on_front: dict[str, bool] = {}
+
+    def on_trial_begin(self, trial):
+        self._started[trial.trial_id] = time.perf_counter()
+        params = self.hypermodel.penalty_params(trial.hyperparameters.copy())
+        data = self.config.data
+        self._runs[trial.trial_id] = self.tracker.start_trial(
+            self.parent_id,
+            trial.trial_id,
+            {
+                **params,
+                "limit": data.limit,
+                "quality": data.quality,
+                "base_loss": self.config.penalty.base_loss,
+                "epochs": self._epochs(trial),
+                "batch_size": self.config.search.batch_size,
+            },
+        )
+
+    def _epochs(self, trial) -> int:
+        # Hyperband sets a per-bracket epoch budget; other oracles train for search.epochs.
+        return int(trial.hyperparameters.values.get("tuner/epochs", self.config.search.epochs))
+
+    def run_trial(self, trial, dataset: Dataset) -> dict[str, float]:
+        run_id = self._runs[trial.trial_id]
+        keras.utils.set_random_seed(self.config.search.seed + int(trial.trial_id))
+        model = self.hypermodel.build(trial.hyperparameters)
+        history = model.fit(
+            dataset.x_train,
+            dataset.y_train,
+            validation_data=(dataset.x_val, dataset.y_val),
+            epochs=self._epochs(trial),
+            batch_size=self.config.search.batch_size,
+            verbose=0,
+            callbacks=[EpochLogger(self.tracker, run_id), keras.callbacks.TerminateOnNaN()],
+        )
+        final = {k: v[-1] for k, v in history.history.items()}
+        if not all(math.isfinite(v) for v in final.values()):
+            raise kt.errors.FailedTrialError(f"training diverged: loss={final.get('loss')}")
+        self._log_results(run_id, model, history.history, dataset, trial)
+        return {k: v for k, v in final.items() if k.startswith("val_")}
+
+    def _log_results(self, run_id: str, model: keras.Model, history: dict, dataset: Dataset, trial) -> None:
+        test = model.evaluate(dataset.x_test, dataset.y_test, batch_size=1024, verbose=0, return_dict=True)
+        self.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=len(history["loss"]))
+        predictions = model.predict(dataset.x_val, batch_size=1024, verbose=0)
+        threshold = float(trial.hyperparameters.values["threshold"])
+        self.tracker.log_figure(run_id, plots.loss_curves(history), "loss_curves.png")
+        self.tracker.log_figure(
+            run_id, plots.prediction_histogram(predictions, self.config.data.limit, threshold), "predictions.png"
+        )
+
+    def on_trial_end(self, trial):
+        run_id = self._runs.pop(trial.trial_id)
+        done = trial.status == kt.engine.trial.TrialStatus.COMPLETED
+        reason = {} if done else {FAILURE_REASON: (trial.message or "unknown").strip().splitlines()[-1][:500]}
+        self.tracker.end_run(run_id, "FINISHED" if done else "FAILED", reason)
+        super().on_trial_end(trial)
+        self.publish_front()
+        self.report(self._progress_line(trial, done, reason))
+
+    def _progress_line(self, trial, done: bool, reason: dict[str, str]) -> str:
+        values = trial.hyperparameters.values
+        seconds = time.perf_counter() - self._started.pop(trial.trial_id)
+        text = (
+            f"trial {trial.trial_id}: {values['penalty']:<13} threshold={values['threshold']:.3g} "
+            f"lam={values['lam']:.3g}"
+        )
+        if values["penalty"] == "sigmoid_count":
+            text += f" temperature={values['temperature']:.3g}"
+        if not done:
+            return f"{text}  FAILED ({reason[FAILURE_REASON]})  {seconds:.1f}s"
+        quality = self.config.data.quality
+        metrics = trial.metrics
+        return (
+            f"{text}  val {quality}={metrics.get_last_value('val_' + quality):.3f} "
+            f"exceedance_rate={metrics.get_last_value('val_exceedance_rate'):.3f}  {seconds:.1f}s"
+        )
+
+    def publish_front(self) -> list[dict]:
+        """Recompute the Pareto front over finished trials; refresh its table, plot and tags."""
+        records = self.tracker.trial_records(self.parent_id, self.config.data.quality)
+        if not records:
+            return []
+        quality = np.array([r.quality for r in records])
+        exceedance = np.array([r.exceedance_rate for r in records])
+        mask = pareto.front_mask(quality, exceedance, self.config.quality_direction)
+        rows = pareto.table(records, mask)
+        self.tracker.log_table(self.parent_id, rows, "pareto.csv")
+        figure = plots.pareto_front(
+            quality, exceedance, [r.params["penalty"] for r in records], mask, self.config.data.quality
+        )
+        self.tracker.log_figure(self.parent_id, figure, "pareto.png")
+        changed = {
+            r.run_id: {"pareto": str(m).lower()}
+            for r, m in zip(records, mask, strict=True)
+            if self._on_front.get(r.run_id) != m
+        }
+        self.tracker.set_tags(changed)
+        self._on_front.update({r.run_id: bool(m) for r, m in zip(records, mask, strict=True)})
+        return rows
