@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,9 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
 
     from exceedance.search import ExceedanceHyperModel, make_oracle
     from exceedance.trial import TrackedTuner
+
+    # Every trial builds a new model, so predict() retraces by design; that warning is noise here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     key = search_key(config)
     tracker = Tracker(uri, config.name)

@@ -1,0 +1,54 @@
+"""Every conf/ option composes; every bad value gets a one-line message naming the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose_config
+from exceedance.cli.sweep import CONF_DIR
+from exceedance.config import ConfigError, validate
+
+GROUPS = ["data", "model", "penalty", "search", "tracking"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+FILE_DATA = ["data.path=/x.csv", "data.targets=[y]", "data.limit=1"]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(group, option):
+    config = compose_config([f"{group}={option}", *(FILE_DATA if option == "file" else [])])
+    validate(config)
+
+
+def test_penalty_option_restricts_forms():
+    assert compose_config(["penalty=l2"]).penalty.forms == ["l2"]
+    assert compose_config([]).penalty.forms == ["l1", "l2", "sigmoid_count"]
+
+
+def test_classification_data_sets_its_loss_and_output():
+    config = compose_config(["data=breast_cancer"])
+    assert config.model.output_activation == "sigmoid"
+    assert config.penalty.base_loss == "binary_crossentropy"
+    assert config.quality_direction == "max"
+
+
+BAD = [
+    ("penalty.forms=[l3]", "penalty.forms: unknown value 'l3'; allowed: l1, l2, sigmoid_count"),
+    ("penalty.lam.low=-1", "penalty.lam.low: must be >= 0, got -1.0"),
+    ("penalty.temperature.low=0", "penalty.temperature.low: must be > 0, got 0.0"),
+    ("penalty.threshold.high=inf", "penalty.threshold.high: must be a finite number, got inf"),
+    ("penalty.threshold.low=nan", "penalty.threshold.low: must be a finite number, got nan"),
+    ("data.limit=nan", "data.limit: must be a finite number, got nan"),
+    ("penalty.threshold.low=2", "penalty.threshold: low (2.0) must be <= high (1.2)"),
+    ("search.max_trials=0", "search.max_trials: must be >= 1, got 0"),
+    ("search.epochs=0", "search.epochs: must be >= 1, got 0"),
+    ("search.oracle=annealing", "search.oracle: unknown value 'annealing'; allowed: random, bayesian"),
+    ("data.name=mnist", "data.name: unknown value 'mnist'; allowed: synthetic"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_values_name_the_field(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config([override]))
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)

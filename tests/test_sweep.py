@@ -1,0 +1,118 @@
+"""End-to-end searches into a temporary MLflow store: what a user finds in MLflow afterwards."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import compose_config
+from exceedance.sweep import run
+
+pytestmark = pytest.mark.slow
+
+
+def store_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+def runs_by_role(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("exceedance.role") == "search"]
+    trials = [r for r in runs if r.data.tags.get("exceedance.role") == "trial"]
+    return parents, trials
+
+
+def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
+    lines: list[str] = []
+    result = run(compose_config([*tiny, "search.max_trials=3"]), report=lines.append)
+    assert len(lines) == 3 and all(line.startswith("trial ") for line in lines)
+
+    client = MlflowClient(store_uri(tmp_path))
+    parents, trials = runs_by_role(client, "exceedance")
+    assert len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
+    assert parents[0].info.status == "FINISHED"
+    assert parents[0].data.params["data.limit"] == "1.0"
+    assert len(trials) == 3
+    for trial in trials:
+        assert trial.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert trial.info.status == "FINISHED"
+        assert {"penalty", "threshold", "lam", "learning_rate", "limit"} <= set(trial.data.params)
+        history = client.get_metric_history(trial.info.run_id, "val_exceedance_rate")
+        assert [m.step for m in history] == [1, 2]
+        for key in ("loss", "val_loss", "base_loss", "penalty", "exceedance_count", "within_tolerance",
+                    "test_exceedance_rate", "test_within_tolerance"):
+            assert key in trial.data.metrics, key
+        artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
+        assert {"loss_curves.png", "predictions.png"} <= artifacts
+
+    parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"pareto.png", "pareto.csv", "config.yaml"} <= parent_artifacts
+    path = client.download_artifacts(result.parent_run_id, "pareto.csv", str(tmp_path))
+    rows = list(csv.DictReader(open(path)))
+    assert len(rows) == 3
+    points = np.array([[-float(r["quality"]), float(r["exceedance_rate"])] for r in rows])
+    for row, p in zip(rows, points, strict=True):
+        dominated = any(np.all(q <= p) and np.any(q < p) for q in points)
+        assert (row["pareto"] == "True") == (not dominated)
+        tag = next(t for t in trials if t.info.run_id == row["run_id"]).data.tags["pareto"]
+        assert tag == str(not dominated).lower()
+    assert {r["trial_id"] for r in result.front} == {r["trial_id"] for r in rows if r["pareto"] == "True"}
+
+
+def test_rerun_of_a_finished_search_adds_nothing(tmp_path, tiny):
+    first = run(compose_config(tiny), report=lambda _: None)
+    second = run(compose_config(tiny), report=lambda _: None)
+    assert second.parent_run_id == first.parent_run_id
+    parents, trials = runs_by_role(MlflowClient(store_uri(tmp_path)), "exceedance")
+    assert (len(parents), len(trials)) == (1, 2)
+
+
+@pytest.mark.parametrize("option", ["data=diabetes", "data=breast_cancer", "search=bayesian", "search=grid",
+                                    "search=hyperband", "penalty=sigmoid_count"])
+def test_other_data_and_oracles_run(tmp_path, tiny, option):
+    result = run(compose_config([*tiny, option, "search.epochs=3"]), report=lambda _: None)
+    assert result.trials >= 1 and result.front
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "exceedance.cli.sweep", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_command_line_prints_front_and_ui_command(tmp_path):
+    done = run_cli(["data.n_samples=200", "search.max_trials=2", "search.epochs=1", "model.hidden_units=[4]"],
+                   tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "trial 0" in done.stdout
+    assert "Pareto-optimal trials" in done.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db" in done.stdout
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+
+
+BAD_CLI = [
+    ("penalty=l3", "Could not find 'penalty/l3'"),
+    ("penalty.forms=[hard_count]", "penalty.forms: unknown value 'hard_count'"),
+    ("penalty.lam.low=-0.5", "penalty.lam.low: must be >= 0, got -0.5"),
+    ("penalty.temperature.low=0", "penalty.temperature.low: must be > 0"),
+    ("penalty.threshold.low=-inf", "penalty.threshold.low: must be a finite number"),
+    ("no_such_key=1", "Could not override 'no_such_key'"),
+    ("tracking.uri=ftp://x", "tracking.uri: unsupported tracking URI"),
+    ("tracking.uri=http://127.0.0.1:9", "tracking.uri: no MLflow server answers at http://127.0.0.1:9"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_CLI, ids=[b[0] for b in BAD_CLI])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, override, message):
+    done = run_cli([override], tmp_path)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("exceedance-sweep: error:")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
