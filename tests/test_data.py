@@ -47,12 +47,15 @@ def test_npz_with_named_arrays(tmp_path):
     assert (data.n_features, data.n_outputs) == (5, 3)
 
 
-@pytest.mark.parametrize(("content", "targets", "message"), [
-    (None, ["peak"], "data.path: file"),
-    ([(1, 2, 3)] * 20, ["nope"], "data.targets: columns ['nope'] not in"),
-    ([(1, "nan", 3)] * 20, ["peak"], "data: features or targets contain NaN or inf"),
-    ([(1, 2, 3)] * 5, ["peak"], "data: need at least 10 rows"),
-])
+@pytest.mark.parametrize(
+    ("content", "targets", "message"),
+    [
+        (None, ["peak"], "data.path: file"),
+        ([(1, 2, 3)] * 20, ["nope"], "data.targets: columns ['nope'] not in"),
+        ([(1, "nan", 3)] * 20, ["peak"], "data: features or targets contain NaN or inf"),
+        ([(1, 2, 3)] * 5, ["peak"], "data: need at least 10 rows"),
+    ],
+)
 def test_bad_files_say_what_is_wrong(tmp_path, content, targets, message):
     path = tmp_path / "d.csv"
     if content is not None:

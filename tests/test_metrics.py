@@ -33,8 +33,11 @@ def test_epoch_metrics_in_fit_equal_numpy_on_the_final_weights():
     x = rng.normal(size=(90, 4)).astype("float32")
     y = rng.normal(size=(90, 2)).astype("float32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse",
-                  metrics=[ExceedanceCount(0.3), ExceedanceRate(0.3), WithinTolerance(0.5)])
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss="mse",
+        metrics=[ExceedanceCount(0.3), ExceedanceRate(0.3), WithinTolerance(0.5)],
+    )
     logs = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     pred = model.predict(x, verbose=0)
     assert logs["exceedance_count"] == int((pred > 0.3).sum())

@@ -10,8 +10,12 @@ from exceedance.pareto import TrialRecord, front_mask, hypervolume_2d, pareto_ma
 
 def brute_force(points):
     n = len(points)
-    return np.array([not any(np.all(points[j] <= points[i]) and np.any(points[j] < points[i])
-                             for j in range(n) if j != i) for i in range(n)])
+    return np.array(
+        [
+            not any(np.all(points[j] <= points[i]) and np.any(points[j] < points[i]) for j in range(n) if j != i)
+            for i in range(n)
+        ]
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -40,7 +44,9 @@ def test_quality_is_maximized():
 
 
 def test_table_lists_front_first():
-    records = [TrialRecord(f"r{i}", str(i), {"penalty": "l1"}, q, e)
-               for i, (q, e) in enumerate([(0.5, 0.3), (0.9, 0.1), (0.8, 0.05)])]
+    records = [
+        TrialRecord(f"r{i}", str(i), {"penalty": "l1"}, q, e)
+        for i, (q, e) in enumerate([(0.5, 0.3), (0.9, 0.1), (0.8, 0.05)])
+    ]
     rows = table(records, front_mask(np.array([0.5, 0.9, 0.8]), np.array([0.3, 0.1, 0.05]), "max"))
     assert [(r["trial_id"], r["pareto"]) for r in rows] == [("2", True), ("1", True), ("0", False)]

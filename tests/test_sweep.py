@@ -46,8 +46,16 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
         assert {"penalty", "threshold", "lam", "learning_rate", "limit"} <= set(trial.data.params)
         history = client.get_metric_history(trial.info.run_id, "val_exceedance_rate")
         assert [m.step for m in history] == [1, 2]
-        for key in ("loss", "val_loss", "base_loss", "penalty", "exceedance_count", "within_tolerance",
-                    "test_exceedance_rate", "test_within_tolerance"):
+        for key in (
+            "loss",
+            "val_loss",
+            "base_loss",
+            "penalty",
+            "exceedance_count",
+            "within_tolerance",
+            "test_exceedance_rate",
+            "test_within_tolerance",
+        ):
             assert key in trial.data.metrics, key
         artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
         assert {"loss_curves.png", "predictions.png"} <= artifacts
@@ -74,21 +82,30 @@ def test_rerun_of_a_finished_search_adds_nothing(tmp_path, tiny):
     assert (len(parents), len(trials)) == (1, 2)
 
 
-@pytest.mark.parametrize("option", ["data=diabetes", "data=breast_cancer", "search=bayesian", "search=grid",
-                                    "search=hyperband", "penalty=sigmoid_count"])
+@pytest.mark.parametrize(
+    "option",
+    [
+        "data=diabetes",
+        "data=breast_cancer",
+        "search=bayesian",
+        "search=grid",
+        "search=hyperband",
+        "penalty=sigmoid_count",
+    ],
+)
 def test_other_data_and_oracles_run(tmp_path, tiny, option):
     result = run(compose_config([*tiny, option, "search.epochs=3"]), report=lambda _: None)
     assert result.trials >= 1 and result.front
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exceedance.cli.sweep", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "exceedance.cli.sweep", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_command_line_prints_front_and_ui_command(tmp_path):
-    done = run_cli(["data.n_samples=200", "search.max_trials=2", "search.epochs=1", "model.hidden_units=[4]"],
-                   tmp_path)
+    done = run_cli(["data.n_samples=200", "search.max_trials=2", "search.epochs=1", "model.hidden_units=[4]"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "trial 0" in done.stdout
     assert "Pareto-optimal trials" in done.stdout

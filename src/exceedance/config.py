@@ -103,6 +103,11 @@ class TrackingConfig:
     uri: str = ""
     store_dir: str = "mlruns"
     timeout_s: float = 5.0
+    # tracking=server: connect to (or start) `mlflow server` on host:port, store under store_dir
+    server: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5000
+    start_timeout_s: float = 90.0
 
 
 @dataclass
@@ -201,5 +206,11 @@ def validate(config: Config) -> None:
         value = getattr(search, name)
         _require(value >= 1, f"search.{name}", f"must be >= 1, got {value}")
     _range(search.learning_rate, "search.learning_rate", positive=True)
+    _require(1 <= config.tracking.port <= 65535, "tracking.port", f"must be in 1..65535, got {config.tracking.port}")
+    _require(
+        not (config.tracking.server and config.tracking.uri),
+        "tracking.uri",
+        "must be empty with tracking=server (the server's address is tracking.host:tracking.port)",
+    )
     _require(config.tracking.timeout_s > 0, "tracking.timeout_s", f"must be > 0, got {config.tracking.timeout_s}")
     _require(bool(config.name.strip()), "name", "must not be empty (it names the MLflow experiment)")

@@ -92,6 +92,39 @@ class ExceedanceHyperModel(kt.HyperModel):
         return model
 
 
+class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
+    """keras-tuner's grid oracle, made resumable.
+
+    Its saved state leaves out the order in which it walks the grid, so after a reload the
+    next `create_trial` fails with a `KeyError` on a trial id it no longer knows. This saves
+    that order and the queue of trials waiting for a successor, and restores both.
+    """
+
+    def get_state(self) -> dict:
+        order = self._ordered_ids
+        return {
+            **super().get_state(),
+            "grid_order": {
+                "memory": list(order._memory),
+                "next": [[k, v] for k, v in order._next_index.items()],
+                "last": order._last_index,
+            },
+            "grid_populate_next": list(self._populate_next),
+        }
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if "grid_order" not in state:
+            return
+        order, saved = self._ordered_ids, state["grid_order"]
+        order._memory = list(saved["memory"])
+        order._data_to_index = {data: i for i, data in enumerate(order._memory)}
+        order._next_index.clear()
+        order._next_index.update({k: v for k, v in saved["next"]})
+        order._last_index = saved["last"]
+        self._populate_next = list(state["grid_populate_next"])
+
+
 def objective(config: Config) -> kt.Objective:
     """The validation quality metric, in its direction."""
     return kt.Objective(f"val_{config.data.quality}", direction=config.quality_direction)
@@ -103,7 +136,8 @@ def make_oracle(config: Config) -> kt.Oracle:
     common = {
         "objective": objective(config),
         "seed": search.seed,
-        "max_consecutive_failed_trials": search.max_consecutive_failures,
+        # One above ours: `TrackedTuner` stops first, with a clear message and the run recorded.
+        "max_consecutive_failed_trials": search.max_consecutive_failures + 1,
     }
     if search.oracle == "hyperband":
         # Hyperband decides how many trials to run from the epoch budget, not from max_trials.
@@ -112,6 +146,6 @@ def make_oracle(config: Config) -> kt.Oracle:
     oracle_class = {
         "random": kt.oracles.RandomSearchOracle,
         "bayesian": kt.oracles.BayesianOptimizationOracle,
-        "grid": kt.oracles.GridSearchOracle,
+        "grid": ResumableGridSearchOracle,
     }[search.oracle]
     return oracle_class(max_trials=search.max_trials, **common)

@@ -12,7 +12,11 @@ from pathlib import Path
 
 from exceedance import data as data_module
 from exceedance.config import Config, validate
-from exceedance.tracking import Tracker, check_reachable, flatten, resolve_uri
+from exceedance.tracking import Tracker, connect, flatten
+
+
+class SearchStopped(RuntimeError):
+    """The search cannot usefully go on (e.g. every recent trial diverged); the message says why."""
 
 
 @dataclass
@@ -53,8 +57,7 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     """
     validate(config)
     dataset = data_module.load(config.data)
-    uri = resolve_uri(config.tracking)
-    check_reachable(uri, config.tracking.timeout_s)
+    uri = connect(config.tracking)
 
     from omegaconf import OmegaConf
 
@@ -84,8 +87,8 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     )
     try:
         tuner.search(dataset)
-    except BaseException:
-        tracker.end_run(parent_id, "KILLED")
+    except BaseException as err:
+        tracker.end_run(parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
     front = [row for row in tuner.publish_front() if row["pareto"]]
     tracker.end_run(parent_id, "FINISHED")

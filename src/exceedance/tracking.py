@@ -13,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,21 @@ def resolve_uri(config: TrackingConfig) -> str:
     if scheme == "sqlite":
         path = uri[len("sqlite:///") :]
         return f"sqlite:///{Path(path).resolve()}"
+    return uri
+
+
+def connect(config: TrackingConfig) -> str:
+    """Resolve the store's URI and make sure it can be written to, before anything trains.
+
+    Raises:
+        ConfigError: for an unknown scheme, an unwritable folder or a server that does not answer.
+    """
+    if config.server:
+        from exceedance.server import ensure_server
+
+        return ensure_server(config)
+    uri = resolve_uri(config)
+    check_reachable(uri, config.timeout_s)
     return uri
 
 
@@ -89,6 +105,53 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+class _Retrying:
+    """Proxy to an `MlflowClient` that retries a call while SQLite says "database is locked".
+
+    Several jobs writing to one SQLite file take turns on its single write lock; a writer that
+    waits longer than SQLite's busy timeout gets an error instead of its turn. Retrying with
+    backoff turns that into a short wait, so no run or metric is ever dropped.
+    """
+
+    def __init__(self, client, attempts: int = 8, first_wait_s: float = 0.2):
+        self._client, self._attempts, self._first_wait_s = client, attempts, first_wait_s
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            for attempt in range(self._attempts):
+                try:
+                    return method(*args, **kwargs)
+                except Exception as err:
+                    if "database is locked" not in str(err) or attempt == self._attempts - 1:
+                        raise
+                    time.sleep(self._first_wait_s * 2**attempt)
+            raise AssertionError("unreachable")
+
+        return call
+
+
+@contextmanager
+def _store_lock(uri: str):
+    """Serialize opening a SQLite store across processes: MLflow creates and migrates the schema
+    on first open, and two jobs doing that at once on a brand-new file corrupt each other."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(uri[len("sqlite:///") :]).with_suffix(".lock")
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """One MLflow experiment; creates the parent run of a search and its nested trial runs.
 
@@ -101,12 +164,13 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self._create_experiment(experiment)
-        else:
-            self.experiment_id = found.experiment_id
+        with _store_lock(uri):
+            self.client = _Retrying(MlflowClient(tracking_uri=uri))
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self._create_experiment(experiment)
+            else:
+                self.experiment_id = found.experiment_id
 
     def _create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

@@ -18,9 +18,19 @@ from exceedance import pareto, plots
 from exceedance.config import Config
 from exceedance.data import Dataset
 from exceedance.search import ExceedanceHyperModel
+from exceedance.sweep import SearchStopped
 from exceedance.tracking import Tracker
 
 FAILURE_REASON = "exceedance.failure_reason"
+# keras-tuner prints the traceback of every failed trial by default; we record the reason as a
+# run tag and in the progress line instead.
+kt.src.config.DEBUG = False
+
+
+def _last_line(message: str | None) -> str:
+    # keras-tuner keeps the whole traceback; its last line is "Type: message".
+    last = (message or "unknown error").strip().splitlines()[-1]
+    return last.split("FailedTrialError: ", 1)[-1][:500]
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -65,6 +75,18 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self._runs: dict[str, str] = {}
         self._started: dict[str, float] = {}
         self._on_front: dict[str, bool] = {}
+        self._failures_in_a_row = 0
+
+    def _populate_initial_space(self):
+        # keras-tuner's default builds a whole model per conditional branch just to discover the
+        # space (keras-tuner marks this hook for overriding). Our space needs no model: declaring
+        # it directly is cheaper, and a model builder that raises fails its own trial, not the search.
+        hp = self.oracle.get_space()
+        for form in self.hypermodel.config.penalty.forms:
+            hp.values["penalty"] = form
+            hp.ensure_active_values()
+            self.hypermodel.penalty_params(hp)
+        self.oracle.update_space(hp)
 
     def on_trial_begin(self, trial):
         self._started[trial.trial_id] = time.perf_counter()
@@ -119,11 +141,19 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
     def on_trial_end(self, trial):
         run_id = self._runs.pop(trial.trial_id)
         done = trial.status == kt.engine.trial.TrialStatus.COMPLETED
-        reason = {} if done else {FAILURE_REASON: (trial.message or "unknown").strip().splitlines()[-1][:500]}
+        reason = {} if done else {FAILURE_REASON: _last_line(trial.message)}
         self.tracker.end_run(run_id, "FINISHED" if done else "FAILED", reason)
         super().on_trial_end(trial)
-        self.publish_front()
         self.report(self._progress_line(trial, done, reason))
+        self._failures_in_a_row = 0 if done else self._failures_in_a_row + 1
+        limit = self.config.search.max_consecutive_failures
+        if self._failures_in_a_row >= limit:
+            raise SearchStopped(
+                f"search stopped: {limit} trials in a row failed (search.max_consecutive_failures={limit}); "
+                f"last reason: {reason[FAILURE_REASON]}. Narrow penalty.lam or search.learning_rate."
+            )
+        if done:
+            self.publish_front()
 
     def _progress_line(self, trial, done: bool, reason: dict[str, str]) -> str:
         values = trial.hyperparameters.values

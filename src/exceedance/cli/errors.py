@@ -10,8 +10,10 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from exceedance.config import ConfigError
+from exceedance.sweep import SearchStopped
 
 USAGE_ERROR = 2
+SEARCH_FAILED = 1
 
 
 def one_line(error: BaseException) -> str:
@@ -29,3 +31,6 @@ def fail_cleanly(command: str, entry: Callable[[], None]) -> None:
     except (ConfigError, HydraException, OmegaConfBaseException) as err:
         print(f"{command}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+    except SearchStopped as err:
+        print(f"{command}: {one_line(err)}", file=sys.stderr)
+        sys.exit(SEARCH_FAILED)

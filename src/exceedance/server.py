@@ -1,0 +1,75 @@
+"""A local MLflow tracking server for `tracking=server`: connect to it, or start it if needed.
+
+The server is bound to 127.0.0.1 unless `tracking.host` says otherwise, keeps its SQLite store
+and artifacts under `tracking.store_dir`, and outlives the sweep so the UI stays available
+(stop it with `kill $(cat <store_dir>/server.pid)`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from exceedance.config import ConfigError, TrackingConfig
+
+
+def _answers(uri: str, timeout_s: float) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def ensure_server(config: TrackingConfig) -> str:
+    """Return the server's URI, starting `mlflow server` first when nothing answers there.
+
+    Args:
+        config: the `tracking` section (`host`, `port`, `store_dir`, `start_timeout_s`).
+
+    Returns:
+        `http://host:port`.
+    """
+    uri = f"http://{config.host}:{config.port}"
+    if _answers(uri, config.timeout_s):
+        return uri
+    store = Path(config.store_dir).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    with (store / "server.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (store / "server.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + config.start_timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ConfigError(
+                f"tracking: mlflow server exited with code {process.returncode}; "
+                f"see {store / 'server.log'} (is port {config.port} taken?)"
+            )
+        if _answers(uri, 1.0):
+            return uri
+        time.sleep(0.5)
+    process.kill()
+    raise ConfigError(
+        f"tracking: mlflow server did not answer at {uri} within {config.start_timeout_s:g} s; "
+        f"see {store / 'server.log'}"
+    )

@@ -1,0 +1,155 @@
+"""Reliability: failed trials, resume after SIGKILL, concurrent writers, a real tracking server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY, compose_config
+from exceedance.models import build_mlp
+from exceedance.sweep import SearchStopped, run
+
+pytestmark = pytest.mark.slow
+_builds = {"count": 0}
+
+
+def flaky_mlp(n_features, n_outputs, **fields):
+    """A builder whose first call raises, like a user model with a bug in one configuration."""
+    _builds["count"] += 1
+    if _builds["count"] == 1:
+        raise ValueError("layer width must be even")
+    return build_mlp(n_features, n_outputs, **fields)
+
+
+def trial_runs(client: MlflowClient, name: str = "exceedance"):
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`exceedance.role` = 'trial'")
+    return runs
+
+
+def test_a_failed_build_is_recorded_and_the_search_goes_on(tmp_path, tiny):
+    _builds["count"] = 0
+    result = run(
+        compose_config([*tiny, "search.max_trials=3", "model._target_=test_reliability.flaky_mlp"]),
+        report=lambda _: None,
+    )
+    runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and len(runs) == 3
+    assert "layer width must be even" in failed[0].data.tags["exceedance.failure_reason"]
+    assert result.trials == 2
+    assert failed[0].info.run_id not in {row["run_id"] for row in result.front}
+
+
+def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path, tiny):
+    nan = [
+        "penalty=l2",
+        "penalty.lam.low=1e30",
+        "penalty.lam.high=1e30",
+        "search.learning_rate.low=100",
+        "search.learning_rate.high=100",
+        "search.max_trials=5",
+        "search.max_consecutive_failures=2",
+    ]
+    with pytest.raises(SearchStopped, match=r"2 trials in a row failed .*training diverged"):
+        run(compose_config([*tiny, *nan]), report=lambda _: None)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = trial_runs(client)
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED"
+    assert "pareto.csv" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def sweep_process(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "exceedance.cli.sweep", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("oracle", ["random", "grid"])
+def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
+    args = [
+        f"search={oracle}",
+        "data.n_samples=3000",
+        "search.max_trials=3",
+        "search.epochs=30",
+        "model.hidden_units=[16]",
+    ]
+    first = sweep_process(args, tmp_path)
+    for line in first.stdout:
+        if line.startswith("trial 0:"):
+            break
+    # Trial 1 has started (its run exists) and trains for a few seconds: kill it mid-trial.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for _ in range(100):
+        if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
+            break
+        subprocess.run(["sleep", "0.1"])
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    second = sweep_process(args, tmp_path)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out
+    runs = trial_runs(client)
+    finished = [r.data.tags["exceedance.trial_id"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1", "2"]
+    assert [r.info.status for r in runs if r.info.status not in ("FINISHED",)] == ["KILLED"]
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    assert client.get_run(parents.pop()).info.status == "FINISHED"
+    assert "trial 0:" not in out, "a finished trial was run again"
+
+
+def test_three_parallel_writers_on_a_brand_new_sqlite_store(tmp_path):
+    jobs = [sweep_process([*TINY, f"search.seed={seed}"], tmp_path) for seed in range(3)]
+    outputs = [job.communicate(timeout=600)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0, 0], outputs
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = trial_runs(client)
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sweep_logs_to_a_real_tracking_server(tmp_path, tiny):
+    port = free_port()
+    store = tmp_path / "server-store"
+    overrides = [
+        *TINY,
+        f"search.directory={tmp_path}/tuner",
+        "tracking=server",
+        f"tracking.port={port}",
+        f"tracking.store_dir={store}",
+    ]
+    try:
+        result = run(compose_config(overrides), report=lambda _: None)
+        assert result.tracking_uri == f"http://127.0.0.1:{port}"
+        client = MlflowClient(result.tracking_uri)
+        runs = trial_runs(client)
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        assert "pareto.png" in {a.path for a in client.list_artifacts(result.parent_run_id)}
+        assert (store / "mlflow.db").is_file()
+    finally:
+        pid_file = store / "server.pid"
+        if pid_file.exists():
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
