@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -22,15 +23,25 @@ def one_line(error: BaseException) -> str:
     return "; ".join(parts)
 
 
-def fail_cleanly(command: str, entry: Callable[[], None]) -> None:
-    """Run a Hydra entry point; turn configuration errors into one line on stderr and exit 2."""
-    # Let Hydra re-raise instead of printing its own multi-line report, so we can shorten it.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> Any:
+    """Call `entry`; turn a configuration error into one line on stderr and exit code 2, and a
+    stopped search into one line and exit code 1.
+
+    Used both around Hydra (composition errors) and inside the task function, where exiting
+    before Hydra sees the exception keeps it from logging a second line about the job.
+    """
     try:
-        entry()
+        return entry(*args)
     except (ConfigError, HydraException, OmegaConfBaseException) as err:
         print(f"{command}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
     except SearchStopped as err:
         print(f"{command}: {one_line(err)}", file=sys.stderr)
         sys.exit(SEARCH_FAILED)
+
+
+def run_hydra(command: str, entry: Callable[[], None]) -> None:
+    """Run a `@hydra.main` entry point with one-line errors instead of Hydra's report."""
+    # Let Hydra re-raise instead of printing its own multi-line report, so we can shorten it.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    exit_on_user_error(command, entry)

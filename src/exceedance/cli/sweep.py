@@ -9,10 +9,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from exceedance.cli.errors import fail_cleanly
+from exceedance.cli.errors import exit_on_user_error, run_hydra
 from exceedance.config import Config, register_configs
 from exceedance.sweep import SweepResult, run
 
+COMMAND = "exceedance-sweep"
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate")
 
@@ -37,6 +38,10 @@ def _number(value):
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _sweep(cfg: DictConfig) -> None:
+    exit_on_user_error(COMMAND, _run_and_print, cfg)
+
+
+def _run_and_print(cfg: DictConfig) -> None:
     config: Config = OmegaConf.to_object(cfg)
     result = run(config)
     print(
@@ -55,7 +60,7 @@ def main() -> None:
     """Console entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     register_configs()
-    fail_cleanly("exceedance-sweep", _sweep)
+    run_hydra(COMMAND, _sweep)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""Bad input on the real command line: one line naming the field, exit 2, nothing in MLflow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def make_files(tmp: Path) -> None:
+    (tmp / "ok.csv").write_text("a,b,peak\n" + "".join(f"{i},{i % 7},{i % 3}\n" for i in range(40)))
+    (tmp / "nan.csv").write_text("a,b,peak\n" + "".join(f"{i},nan,{i % 3}\n" for i in range(40)))
+    np.savez(tmp / "ok.npz", x=np.ones((40, 3)), y=np.zeros(40))
+
+
+BAD = [
+    ("penalty=l3", "Could not find 'penalty/l3'"),
+    ("penalty.forms=[hard_count]", "penalty.forms: unknown value 'hard_count'; allowed: l1, l2, sigmoid_count"),
+    ("penalty.lam.low=-0.5", "penalty.lam.low: must be >= 0, got -0.5"),
+    ("penalty.lam.high=inf", "penalty.lam.high: must be a finite number, got inf"),
+    ("penalty.temperature.low=0", "penalty.temperature.low: must be > 0, got 0.0"),
+    ("penalty.threshold.low=-inf", "penalty.threshold.low: must be a finite number, got -inf"),
+    ("data.limit=nan", "data.limit: must be a finite number, got nan"),
+    ("penalty.threshold.low=1.5", "penalty.threshold: low (1.5) must be <= high (1.2)"),
+    ("search.max_trials=0", "search.max_trials: must be >= 1, got 0"),
+    ("search.epochs=0", "search.epochs: must be >= 1, got 0"),
+    ("search.max_trials=many", "search.max_trials"),
+    ("data=mnist", "Could not find 'data/mnist'"),
+    ("data.name=mnist", "data.name: unknown value 'mnist'"),
+    (
+        "data=file data.path=missing.csv data.targets=[peak] data.limit=1",
+        "data.path: file 'missing.csv' does not exist",
+    ),
+    ("data=file data.path=ok.csv data.targets=[nope] data.limit=1", "data.targets: columns ['nope'] not in"),
+    ("data=file data.path=ok.npz data.targets=[z] data.limit=1", "data.targets: arrays ['z'] not in"),
+    ("data=file data.path=nan.csv data.targets=[peak] data.limit=1", "data: features or targets contain NaN"),
+    ("tracking.uri=ftp://example/x", "tracking.uri: unsupported tracking URI 'ftp://example/x'"),
+    ("tracking.uri=http://127.0.0.1:9", "tracking.uri: no MLflow server answers at http://127.0.0.1:9"),
+    ("no_such_key=1", "Could not override 'no_such_key'"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides, message):
+    make_files(tmp_path)
+    probe = (
+        "import sys\n"
+        "from exceedance.cli.sweep import main\n"
+        "try:\n    main()\n"
+        "finally:\n    print('tensorflow imported:', 'tensorflow' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *overrides.split()], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"exceedance-sweep: error: {done.stderr.split(': error: ')[1].strip()}"]
+    assert message in done.stderr
+    assert "tensorflow imported: False" in done.stdout
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
