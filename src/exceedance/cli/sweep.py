@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from exceedance.cli.errors import exit_on_user_error, run_hydra
@@ -14,7 +15,8 @@ from exceedance.config import Config, register_configs
 from exceedance.sweep import SweepResult, run
 
 COMMAND = "exceedance-sweep"
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+ROOT = Path(__file__).resolve().parents[3]
+CONF_DIR = ROOT / "conf"
 FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate")
 
 
@@ -43,7 +45,12 @@ def _sweep(cfg: DictConfig) -> None:
 
 def _run_and_print(cfg: DictConfig) -> None:
     config: Config = OmegaConf.to_object(cfg)
-    result = run(config)
+    job = HydraConfig.get().job
+    tags = {
+        "hydra.overrides": " ".join(job.override_dirname.split(",")) or "(none)",
+        "hydra.job_num": str(job.get("num", 0)),
+    }
+    result = run(config, tags=tags)
     print(
         f"\n{result.trials} finished trials in experiment {result.experiment!r} "
         f"(parent run {result.parent_run_id}) at {result.tracking_uri}"
