@@ -93,3 +93,47 @@ def table(records: list[TrialRecord], on_front: np.ndarray) -> list[dict[str, An
         for r, m in zip(records, on_front, strict=True)
     ]
     return sorted(rows, key=lambda row: (not row["pareto"], row["exceedance_rate"], -row["quality"]))
+
+
+def pick_under_exceedance(
+    quality: np.ndarray, exceedance_rate: np.ndarray, direction: str, max_exceedance: float
+) -> int | None:
+    """Index of the best-quality trial with exceedance rate <= `max_exceedance` (ties: less
+    exceedance), or None when no trial qualifies."""
+    ok = np.flatnonzero(exceedance_rate <= max_exceedance)
+    if len(ok) == 0:
+        return None
+    score = to_minimization(np.column_stack([quality, exceedance_rate])[ok], [direction, "min"])
+    return int(ok[np.lexsort(score.T[::-1])[0]])
+
+
+def pick_over_quality(
+    quality: np.ndarray, exceedance_rate: np.ndarray, direction: str, min_quality: float
+) -> int | None:
+    """Index of the least-exceedance trial whose quality is at least `min_quality` (for a
+    minimized metric: at most), ties broken by better quality; None when none qualifies."""
+    ok = np.flatnonzero(quality >= min_quality if direction == "max" else quality <= min_quality)
+    if len(ok) == 0:
+        return None
+    score = to_minimization(np.column_stack([exceedance_rate, quality])[ok], ["min", direction])
+    return int(ok[np.lexsort(score.T[::-1])[0]])
+
+
+def pick_knee(quality: np.ndarray, exceedance_rate: np.ndarray, direction: str) -> int | None:
+    """Index of the front's knee: after scaling both objectives to [0, 1], the front point
+    farthest from the straight line through the two ends of the front (with fewer than three
+    front points, the one closest to the ideal corner)."""
+    points = to_minimization(np.column_stack([quality, exceedance_rate]), [direction, "min"])
+    front = np.flatnonzero(pareto_mask(points))
+    if len(front) == 0:
+        return None
+    scaled = points[front]
+    span = np.ptp(scaled, axis=0)
+    scaled = (scaled - scaled.min(axis=0)) / np.where(span > 0, span, 1.0)
+    if len(front) < 3:
+        return int(front[np.argmin(scaled.sum(axis=1))])
+    ends = scaled[[np.argmin(scaled[:, 0]), np.argmax(scaled[:, 0])]]
+    direction_vec = (ends[1] - ends[0]) / np.linalg.norm(ends[1] - ends[0])
+    offsets = scaled - ends[0]
+    distance = np.abs(offsets[:, 0] * direction_vec[1] - offsets[:, 1] * direction_vec[0])
+    return int(front[np.argmax(distance)])

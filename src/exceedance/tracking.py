@@ -105,6 +105,17 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _record(run, quality: str) -> TrialRecord:
+    metrics = run.data.metrics
+    return TrialRecord(
+        run.info.run_id,
+        run.data.tags.get(TRIAL_ID, ""),
+        dict(run.data.params),
+        metrics.get(f"val_{quality}", float("nan")),
+        metrics.get("val_exceedance_rate", float("nan")),
+    )
+
+
 class _Retrying:
     """Proxy to an `MlflowClient` that retries a call while SQLite says "database is locked".
 
@@ -158,15 +169,20 @@ class Tracker:
     Args:
         uri: a tracking URI from `resolve_uri`.
         experiment: experiment name (one per sweep name).
+        create: create the experiment if it does not exist (else raise `ConfigError`).
     """
 
-    def __init__(self, uri: str, experiment: str):
+    def __init__(self, uri: str, experiment: str, create: bool = True):
         from mlflow import MlflowClient
 
         self.uri = uri
         with _store_lock(uri):
             self.client = _Retrying(MlflowClient(tracking_uri=uri))
             found = self.client.get_experiment_by_name(experiment)
+            if found is None and not create:
+                raise ConfigError(
+                    f"experiment {experiment!r} does not exist at {uri}; run a sweep with name={experiment}"
+                )
             if found is None:
                 self.experiment_id = self._create_experiment(experiment)
             else:
@@ -210,17 +226,22 @@ class Tracker:
             [self.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'",
         )
-        nan = float("nan")
-        return [
-            TrialRecord(
-                r.info.run_id,
-                r.data.tags.get(TRIAL_ID, ""),
-                dict(r.data.params),
-                r.data.metrics.get(f"val_{quality}", nan),
-                r.data.metrics.get("val_exceedance_rate", nan),
+        return [_record(run, quality) for run in runs]
+
+    def experiment_trials(self) -> list[TrialRecord]:
+        """Every finished trial of the experiment, across all searches and jobs, page by page."""
+        records, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                max_results=5000,
+                page_token=token,
+                filter_string=f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'",
             )
-            for r in runs
-        ]
+            records += [_record(run, run.data.params.get("quality", "")) for run in page]
+            token = page.token
+            if not token:
+                return records
 
     def close_orphans(self, parent_id: str) -> int:
         """Mark trial runs left RUNNING by a killed process as KILLED; return how many."""

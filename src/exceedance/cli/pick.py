@@ -1,0 +1,69 @@
+"""`exceedance-pick`: choose a Pareto-optimal trial of an experiment by a rule (no TensorFlow)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from exceedance.cli.errors import exit_on_user_error
+from exceedance.config import TrackingConfig
+from exceedance.pick import PickResult, Rule, run_pick
+
+COMMAND = "exceedance-pick"
+COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate", "run_id")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=COMMAND, description=__doc__)
+    p.add_argument("experiment", help="MLflow experiment name (the sweep's `name`)")
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--max-exceedance", type=float, metavar="E", help="best quality with exceedance rate <= E")
+    rule.add_argument("--min-quality", type=float, metavar="Q", help="least exceedance with quality >= Q")
+    rule.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    p.add_argument("--tracking-uri", default="", help="default: MLFLOW_TRACKING_URI, else sqlite under ./mlruns")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write pareto.png and picked.yaml (default: mlruns/picks/EXPERIMENT)",
+    )
+    return p
+
+
+def _cell(value) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_table(result: PickResult) -> str:
+    lines = ["   " + "  ".join(f"{c:>15}" for c in COLUMNS[:-1]) + "  run_id"]
+    for row in result.rows:
+        mark = " * " if row["run_id"] == result.picked["run_id"] else "   "
+        lines.append(mark + "  ".join(f"{_cell(row[c]):>15}" for c in COLUMNS[:-1]) + f"  {row['run_id']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    args = parser().parse_args(argv)
+    rule = Rule(args.max_exceedance, args.min_quality, args.knee)
+    out = args.out or Path("mlruns") / "picks" / args.experiment
+    result, png, exported = exit_on_user_error(
+        COMMAND, run_pick, TrackingConfig(uri=args.tracking_uri), args.experiment, rule, out
+    )
+    print(
+        f"Pareto front of {args.experiment!r} ({len(result.records)} finished trials; quality = "
+        f"validation {result.quality_name}); * = picked by rule: {rule.describe()}"
+    )
+    print(format_table(result))
+    print(
+        f"\nPlot: {png}\nConfig: {exported}\nRetrain it: exceedance-sweep --config-path {exported.parent.resolve()} "
+        f"--config-name {exported.stem}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

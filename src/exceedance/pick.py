@@ -1,0 +1,137 @@
+"""Pick one trial from an experiment's Pareto front by a rule, and export its configuration.
+
+Reads MLflow only: no TensorFlow, so it starts quickly and runs anywhere the store is reachable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from exceedance import pareto, plots
+from exceedance.config import QUALITY_DIRECTIONS, ConfigError, TrackingConfig
+from exceedance.tracking import Tracker, connect
+
+
+@dataclass
+class Rule:
+    """Exactly one of: best quality under an exceedance cap, least exceedance over a quality
+    floor, or the knee of the front."""
+
+    max_exceedance: float | None = None
+    min_quality: float | None = None
+    knee: bool = False
+
+    def describe(self) -> str:
+        if self.max_exceedance is not None:
+            return f"best quality with exceedance rate <= {self.max_exceedance:g}"
+        if self.min_quality is not None:
+            return f"least exceedance with quality >= {self.min_quality:g}"
+        return "knee of the front"
+
+
+@dataclass
+class PickResult:
+    """The front (plain rows), the picked row, and the arrays behind the plot."""
+
+    rows: list[dict]
+    picked: dict
+    quality_name: str
+    records: list[pareto.TrialRecord]
+    picked_index: int
+    on_front: np.ndarray
+
+
+def _choose(rule: Rule, quality: np.ndarray, exceedance: np.ndarray, direction: str) -> int | None:
+    if rule.max_exceedance is not None:
+        return pareto.pick_under_exceedance(quality, exceedance, direction, rule.max_exceedance)
+    if rule.min_quality is not None:
+        return pareto.pick_over_quality(quality, exceedance, direction, rule.min_quality)
+    return pareto.pick_knee(quality, exceedance, direction)
+
+
+def pick(tracker: Tracker, rule: Rule) -> PickResult:
+    """Apply `rule` to every finished trial of the tracker's experiment.
+
+    Raises:
+        ConfigError: when there are no finished trials, they mix quality metrics, or no trial
+            satisfies the rule.
+    """
+    records = tracker.experiment_trials()
+    if not records:
+        raise ConfigError("the experiment has no finished trials to pick from")
+    names = {r.params.get("quality", "") for r in records}
+    if len(names) != 1 or not names <= set(QUALITY_DIRECTIONS):
+        raise ConfigError(
+            f"trials of this experiment use different quality metrics {sorted(names)}; "
+            "sweep each data set into its own experiment (name=...)"
+        )
+    quality_name = names.pop()
+    direction = QUALITY_DIRECTIONS[quality_name]
+    quality = np.array([r.quality for r in records])
+    exceedance = np.array([r.exceedance_rate for r in records])
+    on_front = pareto.front_mask(quality, exceedance, direction)
+    index = _choose(rule, quality, exceedance, direction)
+    if index is None:
+        raise ConfigError(f"no finished trial satisfies the rule ({rule.describe()}); loosen it or run more trials")
+    rows = [row for row in pareto.table(records, on_front) if row["pareto"]]
+    picked = next(row for row in pareto.table(records, on_front) if row["run_id"] == records[index].run_id)
+    return PickResult(rows, picked, quality_name, records, index, on_front)
+
+
+def export_config(tracker: Tracker, picked: pareto.TrialRecord, path: Path) -> Path:
+    """Write a Hydra config that retrains exactly the picked trial: the search's own resolved
+    config with every searched value fixed and one trial.
+
+    Run it with `exceedance-sweep --config-path DIR --config-name picked`.
+    """
+    parent_id = tracker.client.get_run(picked.run_id).data.tags["mlflow.parentRunId"]
+    config = yaml.safe_load(
+        tracker.client.download_artifacts(parent_id, "config.yaml", str(path.parent))
+        and (path.parent / "config.yaml").read_text()
+    )
+    params = picked.params
+    penalty = config["penalty"]
+    penalty["forms"] = [params["penalty"]]
+    for name in ("threshold", "lam", "temperature"):
+        if name in params:
+            penalty[name] = {"low": float(params[name]), "high": float(params[name])}
+    rate = float(params["learning_rate"])
+    # A trial trains with seed search.seed + trial id; the single retrained trial has id 0.
+    seed = int(config["search"]["seed"]) + int(picked.trial_id)
+    config["search"].update(
+        {"learning_rate": {"low": rate, "high": rate}, "max_trials": 1, "oracle": "random", "seed": seed}
+    )
+    config["name"] = f"{config['name']}-picked"
+    header = f"# Trial {picked.trial_id} (MLflow run {picked.run_id}), picked from its Pareto front.\n"
+    path.write_text(header + yaml.safe_dump({"defaults": ["base_config", "_self_"], **config}, sort_keys=False))
+    (path.parent / "config.yaml").unlink()
+    return path
+
+
+def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Path) -> tuple[PickResult, Path, Path]:
+    """Pick, tag the picked run `picked=true`, and write the front plot and the exported config.
+
+    Returns:
+        The result, the PNG path and the exported config path.
+    """
+    tracker = Tracker(connect(tracking), experiment, create=False)
+    result = pick(tracker, rule)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = result.records
+    figure = plots.pareto_front(
+        np.array([r.quality for r in records]),
+        np.array([r.exceedance_rate for r in records]),
+        [r.params.get("penalty", "") for r in records],
+        result.on_front,
+        result.quality_name,
+        picked=result.picked_index,
+    )
+    png = out_dir / "pareto.png"
+    figure.savefig(png, dpi=100)
+    tracker.set_tags({result.picked["run_id"]: {"picked": "true"}})
+    exported = export_config(tracker, records[result.picked_index], out_dir / "picked.yaml")
+    return result, png, exported

@@ -1,0 +1,130 @@
+"""`exceedance-pick` on a real MLflow store filled with trials of known metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from conftest import compose_config
+from exceedance.cli.pick import main
+from exceedance.tracking import Tracker
+
+QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
+EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
+
+
+@pytest.fixture
+def filled(tmp_path):
+    """An experiment with one search of seven finished trials and one failed trial."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    tracker = Tracker(uri, "known")
+    config_yaml = yaml.safe_dump(__import__("dataclasses").asdict(compose_config([])))
+    parent = tracker.start_search("known-key", {}, config_yaml, {})
+    client = MlflowClient(uri)
+    for i, (q, e) in enumerate(zip(QUALITY, EXCEED, strict=True)):
+        run_id = tracker.start_trial(
+            parent,
+            str(i),
+            {
+                "penalty": "l2",
+                "threshold": 0.5 + i / 10,
+                "lam": 1.0,
+                "learning_rate": 0.003,
+                "quality": "within_tolerance",
+            },
+        )
+        client.log_batch(
+            run_id, metrics=[Metric("val_within_tolerance", q, 0, 1), Metric("val_exceedance_rate", e, 0, 1)]
+        )
+        tracker.end_run(run_id, "FINISHED")
+    failed = tracker.start_trial(parent, "9", {"penalty": "l1", "quality": "within_tolerance"})
+    client.log_batch(
+        failed,
+        metrics=[Metric("val_within_tolerance", 1.0, 0, 1), Metric("val_exceedance_rate", 0.0, 0, 1)],
+        params=[Param("x", "1")],
+    )
+    tracker.end_run(failed, "FAILED")
+    return uri, tmp_path
+
+
+def brute_force_pick(ok_mask, key):
+    candidates = [i for i in range(len(QUALITY)) if ok_mask[i]]
+    return min(candidates, key=key)
+
+
+def picked_trial(capsys) -> str:
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(" * "))
+    return line.split()[1]
+
+
+@pytest.mark.parametrize("cap", [0.0, 0.05, 0.09, 1.0])
+def test_max_exceedance_rule(filled, capsys, cap):
+    uri, tmp = filled
+    main(["known", "--max-exceedance", str(cap), "--tracking-uri", uri, "--out", str(tmp / "out")])
+    expected = brute_force_pick(EXCEED <= cap, key=lambda i: (-QUALITY[i], EXCEED[i]))
+    assert picked_trial(capsys) == str(expected)
+
+
+@pytest.mark.parametrize("floor", [0.5, 0.72, 0.85])
+def test_min_quality_rule(filled, capsys, floor):
+    uri, tmp = filled
+    main(["known", "--min-quality", str(floor), "--tracking-uri", uri, "--out", str(tmp / "out")])
+    expected = brute_force_pick(QUALITY >= floor, key=lambda i: (EXCEED[i], -QUALITY[i]))
+    assert picked_trial(capsys) == str(expected)
+
+
+def test_front_table_excludes_failed_and_dominated_and_exports_the_pick(filled, capsys):
+    uri, tmp = filled
+    main(["known", "--knee", "--tracking-uri", uri, "--out", str(tmp / "out")])
+    out = capsys.readouterr().out
+    rows = [
+        line.split()[0 if not line.startswith(" * ") else 1]
+        for line in out.splitlines()
+        if line[:3] in ("   ", " * ") and line.split()[-1] != "run_id" and len(line.split()) > 5
+    ]
+    # trials 5 (0.75, 0.05) and 6 (0.5, 0.10) are dominated; failed trial 9 is left out.
+    assert sorted(rows) == ["0", "1", "2", "3", "4"]
+    assert (tmp / "out" / "pareto.png").stat().st_size > 0
+    exported = yaml.safe_load((tmp / "out" / "picked.yaml").read_text())
+    picked = next(line.split()[1] for line in out.splitlines() if line.startswith(" * "))
+    assert exported["penalty"]["threshold"]["low"] == pytest.approx(0.5 + int(picked) / 10)
+    assert exported["search"]["max_trials"] == 1 and exported["defaults"] == ["base_config", "_self_"]
+    tags = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("known").experiment_id], "tags.picked = 'true'"
+    )
+    assert [r.data.tags["exceedance.trial_id"] for r in tags] == [picked]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["known", "--max-exceedance", "-0.01"], "no finished trial satisfies the rule"),
+        (["known", "--min-quality", "0.95"], "no finished trial satisfies the rule"),
+        (["nope", "--knee"], "experiment 'nope' does not exist"),
+    ],
+)
+def test_no_pick_exits_non_zero_with_a_message(filled, capsys, args, message):
+    uri, tmp = filled
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--tracking-uri", uri, "--out", str(tmp / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_pick_help_does_not_import_tensorflow():
+    probe = (
+        "import sys\nfrom exceedance.cli.pick import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow imported:', 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "tensorflow imported: False False" in done.stdout
+    assert "--max-exceedance" in done.stdout
