@@ -39,6 +39,7 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
     assert len(parents) == 1 and parents[0].info.run_id == result.parent_run_id
     assert parents[0].info.status == "FINISHED"
     assert parents[0].data.params["data.limit"] == "1.0"
+    assert not any(key.startswith("tracking.") for key in parents[0].data.params), "URIs may hold secrets"
     assert len(trials) == 3
     for trial in trials:
         assert trial.data.tags["mlflow.parentRunId"] == result.parent_run_id
@@ -80,6 +81,16 @@ def test_rerun_of_a_finished_search_adds_nothing(tmp_path, tiny):
     assert second.parent_run_id == first.parent_run_id
     parents, trials = runs_by_role(MlflowClient(store_uri(tmp_path)), "exceedance")
     assert (len(parents), len(trials)) == (1, 2)
+
+
+def test_overwrite_starts_afresh_and_keeps_the_earlier_runs(tmp_path, tiny):
+    first = run(compose_config(tiny), report=lambda _: None)
+    second = run(compose_config([*tiny, "search.overwrite=true"]), report=lambda _: None)
+    assert second.parent_run_id != first.parent_run_id
+    parents, trials = runs_by_role(MlflowClient(store_uri(tmp_path)), "exceedance")
+    assert (len(parents), len(trials)) == (2, 4)
+    third = run(compose_config(tiny), report=lambda _: None)
+    assert third.parent_run_id == second.parent_run_id
 
 
 @pytest.mark.parametrize(

@@ -89,10 +89,9 @@ def export_config(tracker: Tracker, picked: pareto.TrialRecord, path: Path) -> P
     Run it with `exceedance-sweep --config-path DIR --config-name picked`.
     """
     parent_id = tracker.client.get_run(picked.run_id).data.tags["mlflow.parentRunId"]
-    config = yaml.safe_load(
-        tracker.client.download_artifacts(parent_id, "config.yaml", str(path.parent))
-        and (path.parent / "config.yaml").read_text()
-    )
+    local = Path(tracker.client.download_artifacts(parent_id, "config.yaml", str(path.parent)))
+    config = yaml.safe_load(local.read_text())
+    local.unlink()
     params = picked.params
     penalty = config["penalty"]
     penalty["forms"] = [params["penalty"]]
@@ -108,7 +107,6 @@ def export_config(tracker: Tracker, picked: pareto.TrialRecord, path: Path) -> P
     config["name"] = f"{config['name']}-picked"
     header = f"# Trial {picked.trial_id} (MLflow run {picked.run_id}), picked from its Pareto front.\n"
     path.write_text(header + yaml.safe_dump({"defaults": ["base_config", "_self_"], **config}, sort_keys=False))
-    (path.parent / "config.yaml").unlink()
     return path
 
 

@@ -69,9 +69,11 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
 
     key = search_key(config)
     tracker = Tracker(uri, config.name)
-    resolved = OmegaConf.to_yaml(OmegaConf.structured(config))
+    # The tracking section is never logged: a database or server URI can carry credentials.
+    logged = dataclasses.asdict(config)
+    logged.pop("tracking")
     parent_id = tracker.start_search(
-        key, flatten(dataclasses.asdict(config)), resolved, tags or {}, fresh=config.search.overwrite
+        key, flatten(logged), OmegaConf.to_yaml(logged), tags or {}, fresh=config.search.overwrite
     )
     tracker.close_orphans(parent_id)
     tuner = TrackedTuner(
