@@ -77,8 +77,9 @@ def pick(tracker: Tracker, rule: Rule) -> PickResult:
     index = _choose(rule, quality, exceedance, direction)
     if index is None:
         raise ConfigError(f"no finished trial satisfies the rule ({rule.describe()}); loosen it or run more trials")
-    rows = [row for row in pareto.table(records, on_front) if row["pareto"]]
-    picked = next(row for row in pareto.table(records, on_front) if row["run_id"] == records[index].run_id)
+    every = pareto.table(records, on_front)
+    rows = [row for row in every if row["pareto"]]
+    picked = next(row for row in every if row["run_id"] == records[index].run_id)
     return PickResult(rows, picked, quality_name, records, index, on_front)
 
 
