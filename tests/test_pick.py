@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -26,8 +25,7 @@ def filled(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "mlruns").mkdir()
     tracker = Tracker(uri, "known")
-    config_yaml = yaml.safe_dump(dataclasses.asdict(compose_config([])))
-    parent = tracker.start_search("known-key", {}, config_yaml, {})
+    parent = tracker.start_search("known-key", compose_config([]), {})
     client = MlflowClient(uri)
     for i, (q, e) in enumerate(zip(QUALITY, EXCEED, strict=True)):
         run_id = tracker.start_trial(

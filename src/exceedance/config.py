@@ -14,7 +14,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-PENALTY_FORMS = ("l1", "l2", "sigmoid_count")
+SIGMOID_COUNT = "sigmoid_count"
+PENALTY_FORMS = ("l1", "l2", SIGMOID_COUNT)
 ORACLES = ("random", "bayesian", "hyperband", "grid")
 DATASETS = ("synthetic", "diabetes", "breast_cancer", "file")
 # Quality metric name -> the direction in which it improves. "within_tolerance" is the

@@ -17,7 +17,11 @@ from exceedance.config import ConfigError, DataConfig
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/validation/test arrays; targets are always 2-D `(rows, outputs)`."""
+    """Train/validation/test arrays; targets are always 2-D `(rows, outputs)`.
+
+    Features are standardized with the training rows' `feature_mean` and `feature_std`, kept so
+    a model shipped for serving can take raw features (see `train.with_standardization`).
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -25,6 +29,12 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Undo the standardization: the features as the user has them."""
+        return (x * self.feature_std + self.feature_mean).astype(np.float32)
 
     @property
     def n_features(self) -> int:
@@ -141,7 +151,7 @@ def split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: floa
     def part(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return ((x[idx] - mean) / std).astype(np.float32), y[idx].astype(np.float32)
 
-    return Dataset(*part(train), *part(val), *part(test))
+    return Dataset(*part(train), *part(val), *part(test), feature_mean=mean, feature_std=std)
 
 
 def load(config: DataConfig) -> Dataset:

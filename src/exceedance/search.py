@@ -13,11 +13,9 @@ import keras_tuner as kt
 import numpy as np
 from hydra.utils import get_method
 
-from exceedance.config import Config, Range
+from exceedance.config import SIGMOID_COUNT, Config, Range
 from exceedance.losses import PenalizedLoss
 from exceedance.metrics import training_metrics
-
-SIGMOID_COUNT = "sigmoid_count"
 
 
 def _grid(r: Range, points: int, log: bool) -> list[float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from exceedance import data as data_module
 from exceedance.config import Config, validate
-from exceedance.tracking import Tracker, connect, flatten
+from exceedance.tracking import Tracker, connect
 
 
 class SearchStopped(RuntimeError):
@@ -59,8 +59,6 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     dataset = data_module.load(config.data)
     uri = connect(config.tracking)
 
-    from omegaconf import OmegaConf
-
     from exceedance.search import ExceedanceHyperModel, make_oracle
     from exceedance.trial import TrackedTuner
 
@@ -69,12 +67,7 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
 
     key = search_key(config)
     tracker = Tracker(uri, config.name)
-    # The tracking section is never logged: a database or server URI can carry credentials.
-    logged = dataclasses.asdict(config)
-    logged.pop("tracking")
-    parent_id = tracker.start_search(
-        key, flatten(logged), OmegaConf.to_yaml(logged), tags or {}, fresh=config.search.overwrite
-    )
+    parent_id = tracker.start_search(key, config, tags or {}, fresh=config.search.overwrite)
     tracker.close_orphans(parent_id)
     tuner = TrackedTuner(
         make_oracle(config),

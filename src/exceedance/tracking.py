@@ -8,16 +8,20 @@ in one `log_batch` call (one SQLite transaction instead of one per metric).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exceedance.config import ConfigError, TrackingConfig
+import yaml
+
+from exceedance.config import Config, ConfigError, TrackingConfig
 from exceedance.pareto import TrialRecord
 
 ROLE = "exceedance.role"
@@ -105,6 +109,16 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _config_record(config: Config) -> tuple[dict[str, str], str]:
+    """The config as flat params and as YAML (the file `exceedance-pick` exports from).
+
+    The tracking section is left out: a database or server URI can carry credentials.
+    """
+    logged = dataclasses.asdict(config)
+    logged.pop("tracking")
+    return flatten(logged), yaml.safe_dump(logged, sort_keys=False)
+
+
 def _record(run, quality: str) -> TrialRecord:
     metrics = run.data.metrics
     return TrialRecord(
@@ -163,6 +177,30 @@ def _store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _fluent_store(uri: str):
+    """Point MLflow's fluent API (which model logging goes through) at `uri` for one block.
+
+    `mlflow.set_tracking_uri` also sets environment variables that every later subprocess
+    inherits; they are put back as they were afterwards.
+    """
+    import mlflow
+
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 class Tracker:
     """One MLflow experiment; creates the parent run of a search and its nested trial runs.
 
@@ -197,13 +235,9 @@ class Tracker:
             # Another job created it between our lookup and our create.
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def start_search(
-        self, search_key: str, params: dict[str, str], config_yaml: str, tags: dict[str, str], fresh: bool = False
-    ) -> str:
+    def start_search(self, search_key: str, config: Config, tags: dict[str, str], fresh: bool = False) -> str:
         """Return the parent run of the search `search_key`: the earlier one when resuming, or a
         new one. With `fresh`, an earlier run is kept but renamed out of the way (never deleted)."""
-        from mlflow.entities import Param
-
         existing = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{SEARCH_KEY}` = '{search_key}'", max_results=1
         )
@@ -213,12 +247,25 @@ class Tracker:
             return run_id
         for run in existing:
             self.client.set_tag(run.info.run_id, SEARCH_KEY, f"{search_key}@{run.info.run_id}")
-        run = self.client.create_run(self.experiment_id, tags={ROLE: "search", SEARCH_KEY: search_key, **tags})
-        items = [Param(k, v[:6000]) for k, v in params.items()]
+        return self._new_run({ROLE: "search", SEARCH_KEY: search_key, **tags}, *_config_record(config))
+
+    def start_training(self, config: Config, tags: dict[str, str]) -> str:
+        """A top-level run for retraining a picked configuration (`exceedance-train`)."""
+        return self._new_run({ROLE: "training", **tags}, *_config_record(config), run_name="train")
+
+    def _new_run(
+        self, tags: dict[str, str], params: dict[str, Any], config_yaml: str = "", run_name: str | None = None
+    ) -> str:
+        from mlflow.entities import Param
+
+        run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+        # MLflow caps a param value at 6000 characters and a batch at 100 params.
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(run.info.run_id, params=items[start : start + 100])
-        self.client.log_text(run.info.run_id, config_yaml, "config.yaml")
-        return run.info.run_id
+            self.client.log_batch(run_id, params=items[start : start + 100])
+        if config_yaml:
+            self.client.log_text(run_id, config_yaml, "config.yaml")
+        return run_id
 
     def trial_records(self, parent_id: str, quality: str) -> list[TrialRecord]:
         """Every finished trial of a search with its final validation quality and exceedance."""
@@ -254,15 +301,8 @@ class Tracker:
         return len(runs)
 
     def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any]) -> str:
-        from mlflow.entities import Param
-
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{trial_id}",
-            tags={"mlflow.parentRunId": parent_id, ROLE: "trial", TRIAL_ID: trial_id},
-        )
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        return run.info.run_id
+        tags = {"mlflow.parentRunId": parent_id, ROLE: "trial", TRIAL_ID: trial_id}
+        return self._new_run(tags, params, run_name=f"trial-{trial_id}")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """All of one step's metrics in one call."""
@@ -281,6 +321,38 @@ class Tracker:
         for key, value in (tags or {}).items():
             self.client.set_tag(run_id, key, value)
         self.client.set_terminated(run_id, status=status)
+
+    def register_model(self, run_id: str, model, signature, name: str, alias: str) -> tuple[str, str]:
+        """Log a Keras model to `run_id`, register it as a new version of `name`, point `alias`
+        at that version, and end the run (FINISHED, or FAILED if logging raises).
+
+        Returns:
+            The registered version and the `models:/NAME@ALIAS` URI that loads it.
+        """
+        import mlflow
+        import mlflow.keras
+
+        with _fluent_store(self.uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.keras.log_model(
+                model,
+                name="model",
+                signature=signature,
+                registered_model_name=name,
+                # Given explicitly, they spare MLflow's requirement inference, which reloads the
+                # model in a subprocess. Loading also needs this package (its custom loss and
+                # metrics), installed from its source.
+                pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("keras", "tensorflow-cpu")],
+            )
+        version = str(info.registered_model_version)
+        self.client.set_registered_model_alias(name, alias, version)
+        return version, f"models:/{name}@{alias}"
+
+    def load_model(self, model_uri: str):
+        """Load a Keras model from this store, e.g. `models:/NAME@champion`."""
+        import mlflow.keras
+
+        with _fluent_store(self.uri):
+            return mlflow.keras.load_model(model_uri)
 
     def log_table(self, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -33,6 +33,13 @@ def _last_line(message: str | None) -> str:
     return last.split("FailedTrialError: ", 1)[-1][:500]
 
 
+def divergence(final: dict[str, float]) -> str | None:
+    """Why training must count as failed (a non-finite final metric), or None if it did not."""
+    if all(math.isfinite(v) for v in final.values()):
+        return None
+    return f"training diverged: loss={final.get('loss')}"
+
+
 class EpochLogger(keras.callbacks.Callback):
     """Sends every epoch's metrics to MLflow in one batch."""
 
@@ -123,8 +130,9 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             callbacks=[EpochLogger(self.tracker, run_id), keras.callbacks.TerminateOnNaN()],
         )
         final = {k: v[-1] for k, v in history.history.items()}
-        if not all(math.isfinite(v) for v in final.values()):
-            raise kt.errors.FailedTrialError(f"training diverged: loss={final.get('loss')}")
+        problem = divergence(final)
+        if problem:
+            raise kt.errors.FailedTrialError(problem)
         self._log_results(run_id, model, history.history, dataset, trial)
         return {k: v for k, v in final.items() if k.startswith("val_")}
 

@@ -1,0 +1,148 @@
+"""Retrain a picked configuration on train+val, test it, and ship it to the model registry.
+
+A config exported by `exceedance-pick` has every searched value fixed. Retraining it on the
+training and validation rows uses all labelled data except the test rows, which stay unseen so
+the registered model's test figures are honest. The shipped model takes raw features: the
+standardization the trials trained behind is folded into the model as its first layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from exceedance import data as data_module
+from exceedance.config import SIGMOID_COUNT, Config, ConfigError, Range, validate
+from exceedance.tracking import Tracker, connect
+
+CHAMPION = "champion"
+
+
+@dataclass
+class TrainResult:
+    """Where the model went and how it scored on the held-out test rows."""
+
+    run_id: str
+    model_uri: str
+    version: str
+    test: dict[str, float]
+    rows: int
+    reload_max_abs_diff: float
+
+
+def require_fixed(config: Config) -> None:
+    """Raise `ConfigError` unless the config names one trial: one penalty form, fixed values.
+
+    Raises:
+        ConfigError: naming the first searched field, e.g.
+            ``penalty.lam: exceedance-train needs a fixed value (low == high), got 0.01..10``.
+    """
+    forms = list(config.penalty.forms)
+    if len(forms) != 1:
+        raise ConfigError(
+            f"penalty.forms: exceedance-train needs exactly one penalty form, got {forms}; "
+            "train a config exported by exceedance-pick"
+        )
+    searched: dict[str, Range] = {
+        "penalty.threshold": config.penalty.threshold,
+        "penalty.lam": config.penalty.lam,
+        "search.learning_rate": config.search.learning_rate,
+    }
+    if forms[0] == SIGMOID_COUNT:
+        searched["penalty.temperature"] = config.penalty.temperature
+    for name, r in searched.items():
+        if r.low != r.high:
+            raise ConfigError(
+                f"{name}: exceedance-train needs a fixed value (low == high), got {r.low:g}..{r.high:g}; "
+                "train a config exported by exceedance-pick"
+            )
+
+
+def default_model_name(config: Config) -> str:
+    """The sweep's experiment name: an exported config is named `<sweep>-picked`."""
+    return config.name.removesuffix("-picked")
+
+
+def with_standardization(model, mean: np.ndarray, std: np.ndarray, metrics: list):
+    """`model` behind a fixed standardization layer, compiled with the same loss and `metrics`,
+    so it takes features as the user has them and its saved compile config matches training."""
+    import keras
+
+    inputs = keras.Input(shape=(len(mean),), name="features")
+    scaled = keras.layers.Normalization(mean=mean, variance=np.square(std), name="standardize")(inputs)
+    shipped = keras.Model(inputs, model(scaled), name=f"{model.name}_standardized")
+    # A fresh optimizer of the same settings: the shipped model is for serving, not for resuming.
+    # Built now, so the saved file holds all its slots and loading it does not warn.
+    optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
+    optimizer.build(shipped.trainable_variables)
+    shipped.compile(optimizer=optimizer, loss=model.loss, metrics=metrics)
+    return shipped
+
+
+def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callable[[str], None] = print) -> TrainResult:
+    """Train `config` on train+val, evaluate on test, log and register the model, set `alias`.
+
+    Everything that can be wrong with the input is checked before TensorFlow is imported and
+    before anything is written to MLflow.
+
+    Args:
+        config: a config with every searched value fixed (see `require_fixed`).
+        model_name: the registered model's name.
+        alias: the alias pointed at the new version.
+        report: receives progress lines.
+
+    Returns:
+        A `TrainResult`; `reload_max_abs_diff` compares the model loaded back by alias with the
+        one just trained, on the test rows.
+    """
+    validate(config)
+    require_fixed(config)
+    if not model_name.strip():
+        raise ConfigError("--model-name: must not be empty (it names the registered model)")
+    dataset = data_module.load(config.data)
+    uri = connect(config.tracking)
+
+    import keras
+    import keras_tuner as kt
+    from mlflow.models import infer_signature
+
+    from exceedance.metrics import training_metrics
+    from exceedance.search import ExceedanceHyperModel
+    from exceedance.trial import EpochLogger, divergence
+
+    tracker = Tracker(uri, config.name)
+    run_id = tracker.start_training(config, {"exceedance.model_name": model_name})
+    try:
+        keras.utils.set_random_seed(config.search.seed)
+        model = ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs).build(kt.HyperParameters())
+        x = np.concatenate([dataset.x_train, dataset.x_val])
+        y = np.concatenate([dataset.y_train, dataset.y_val])
+        report(f"training on {len(x)} rows (train+val) for {config.search.epochs} epochs")
+        history = model.fit(
+            x,
+            y,
+            epochs=config.search.epochs,
+            batch_size=config.search.batch_size,
+            verbose=0,
+            callbacks=[EpochLogger(tracker, run_id), keras.callbacks.TerminateOnNaN()],
+        )
+        problem = divergence({k: v[-1] for k, v in history.history.items()})
+        if problem:
+            raise ConfigError(f"{problem}; lower search.learning_rate or penalty.lam and train again")
+        data = config.data
+        metrics = training_metrics(model.loss, data.limit, data.quality, data.tolerance)
+        shipped = with_standardization(model, dataset.feature_mean, dataset.feature_std, metrics)
+        x_test = dataset.raw(dataset.x_test)
+        test = shipped.evaluate(x_test, dataset.y_test, batch_size=1024, verbose=0, return_dict=True)
+        tracker.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
+        predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
+        signature = infer_signature(x_test, predictions)
+        version, model_uri = tracker.register_model(run_id, shipped, signature, model_name, alias)
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    reloaded = tracker.load_model(model_uri)
+    diff = float(np.max(np.abs(reloaded.predict(x_test, batch_size=1024, verbose=0) - predictions)))
+    return TrainResult(run_id, model_uri, version, {k: float(v) for k, v in test.items()}, len(x), diff)

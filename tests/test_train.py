@@ -1,0 +1,119 @@
+"""Sweep -> pick -> `exceedance-train`: the champion is registered and loads back by alias."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import TINY, compose_config
+from exceedance import data as data_module
+from exceedance.cli.pick import main as pick_main
+from exceedance.cli.train import compose_file
+from exceedance.cli.train import main as train_main
+from exceedance.config import ConfigError
+from exceedance.sweep import run
+from exceedance.train import require_fixed
+
+# Loads the champion in a fresh process, as a user would, and prints what it predicts and scores.
+LOAD = """
+import json, sys
+import numpy as np
+import exceedance.losses, exceedance.metrics, mlflow, mlflow.keras
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.keras.load_model(sys.argv[2])
+x, y = np.load(sys.argv[3])["x"], np.load(sys.argv[3])["y"]
+print(json.dumps({
+    "predictions": model.predict(x, verbose=0).tolist(),
+    "scores": model.evaluate(x, y, verbose=0, return_dict=True),
+    "loss": model.loss.get_config(),
+    "metrics": sorted(type(m).__name__ for m in model.metrics[1].metrics),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_sweep_pick_train_registers_a_champion_that_loads_by_alias(tmp_path, tiny, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    run(compose_config([*tiny, "name=shipit", "search.max_trials=3"]), report=lambda _: None)
+    out = tmp_path / "pick"
+    pick_main(["shipit", "--knee", "--tracking-uri", uri, "--out", str(out)])
+
+    train_main([str(out / "picked.yaml"), f"tracking.uri={uri}"])
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # training leaves no global state behind
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("shipit", "champion")
+    training = client.get_run(version.run_id)
+    assert training.info.status == "FINISHED"
+    assert training.data.tags["exceedance.role"] == "training"
+    assert {"test_exceedance_rate", "test_within_tolerance", "loss"} <= set(training.data.metrics)
+
+    config = compose_file(out / "picked.yaml", [])
+    dataset = data_module.load(config.data)
+    x_raw = dataset.raw(dataset.x_test)
+    np.savez(tmp_path / "test.npz", x=x_raw, y=dataset.y_test)
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD, uri, "models:/shipit@champion", str(tmp_path / "test.npz")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    result = json.loads(loaded.stdout.strip().splitlines()[-1])
+
+    # Same predictions as the model the training run evaluated: its logged test figures match.
+    predictions = np.array(result["predictions"])
+    assert predictions.shape == dataset.y_test.shape
+    rate = float(np.mean(predictions > config.data.limit))
+    assert rate == pytest.approx(training.data.metrics["test_exceedance_rate"], abs=1e-6)
+    assert result["scores"]["exceedance_rate"] == pytest.approx(rate, abs=1e-6)
+    assert result["scores"]["within_tolerance"] == pytest.approx(
+        training.data.metrics["test_within_tolerance"], abs=1e-6
+    )
+    # The custom loss came back with the picked trial's values; the custom metrics came back too.
+    assert result["loss"]["form"] == config.penalty.forms[0]
+    assert result["loss"]["threshold"] == pytest.approx(config.penalty.threshold.low)
+    assert result["loss"]["lam"] == pytest.approx(config.penalty.lam.low)
+    assert {"ExceedanceCount", "ExceedanceRate", "WithinTolerance"} <= set(result["metrics"])
+    # The signature describes raw features in and one column per output out.
+    signature = mlflow.models.get_model_info("models:/shipit@champion").signature
+    assert signature.inputs.inputs[0].shape == (-1, dataset.n_features)
+    assert signature.outputs.inputs[0].shape == (-1, dataset.n_outputs)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("conf/config.yaml", "penalty.forms: exceedance-train needs exactly one penalty form"),
+        ("missing.yaml", "config: no such .yaml file 'missing.yaml'"),
+    ],
+)
+def test_train_refuses_a_config_that_is_not_one_trial(tmp_path, config, message):
+    root = Path(__file__).resolve().parents[1]
+    path = root / config if config.startswith("conf/") else Path(config)
+    done = subprocess.run(
+        [sys.executable, "-m", "exceedance.cli.train", str(path), f"tracking.uri=sqlite:///{tmp_path}/m/mlflow.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"exceedance-train: error: {done.stderr.split(': error: ')[1].strip()}"
+    assert message in done.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_refuses_a_searched_value():
+    config = compose_config([*TINY, "penalty=l2"])
+    with pytest.raises(ConfigError, match=r"penalty.threshold: exceedance-train needs a fixed value .*0.5..1.2"):
+        require_fixed(config)
