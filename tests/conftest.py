@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ def compose_config(overrides: list[str], config_dir: Path = CONF_DIR) -> Config:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     return OmegaConf.to_object(cfg)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, for a test's own MLflow server."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture

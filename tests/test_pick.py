@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,19 +14,18 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from conftest import compose_config
+from conftest import compose_config, free_port
 from exceedance.cli.pick import main
-from exceedance.tracking import Tracker
+from exceedance.config import TrackingConfig
+from exceedance.tracking import Tracker, connect
+from exceedance.trial_store import open_trial_store
 
 QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
 
 
-@pytest.fixture
-def filled(tmp_path):
-    """An experiment with one search of seven finished trials and one failed trial."""
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
+def fill(uri: str) -> None:
+    """Experiment `known`: one search of seven finished trials and one failed trial."""
     tracker = Tracker(uri, "known")
     parent = tracker.start_search("known-key", compose_config([]), {})
     client = MlflowClient(uri)
@@ -50,6 +52,13 @@ def filled(tmp_path):
         params=[Param("x", "1")],
     )
     tracker.end_run(failed, "FAILED")
+
+
+@pytest.fixture
+def filled(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    fill(uri)
     return uri, tmp_path
 
 
@@ -79,9 +88,8 @@ def test_min_quality_rule(filled, capsys, floor):
     assert picked_trial(capsys) == str(expected)
 
 
-def test_front_table_excludes_failed_and_dominated_and_exports_the_pick(filled, capsys):
-    uri, tmp = filled
-    main(["known", "--knee", "--tracking-uri", uri, "--out", str(tmp / "out")])
+def check_front_export_and_tag(uri: str, out_dir: Path, capsys) -> None:
+    main(["known", "--knee", "--tracking-uri", uri, "--out", str(out_dir)])
     out = capsys.readouterr().out
     rows = [
         line.split()[0 if not line.startswith(" * ") else 1]
@@ -90,15 +98,57 @@ def test_front_table_excludes_failed_and_dominated_and_exports_the_pick(filled, 
     ]
     # trials 5 (0.75, 0.05) and 6 (0.5, 0.10) are dominated; failed trial 9 is left out.
     assert sorted(rows) == ["0", "1", "2", "3", "4"]
-    assert (tmp / "out" / "pareto.png").stat().st_size > 0
-    exported = yaml.safe_load((tmp / "out" / "picked.yaml").read_text())
+    assert (out_dir / "pareto.png").stat().st_size > 0
+    exported = yaml.safe_load((out_dir / "picked.yaml").read_text())
     picked = next(line.split()[1] for line in out.splitlines() if line.startswith(" * "))
     assert exported["penalty"]["threshold"]["low"] == pytest.approx(0.5 + int(picked) / 10)
     assert exported["search"]["max_trials"] == 1 and exported["defaults"] == ["base_config", "_self_"]
-    tags = MlflowClient(uri).search_runs(
-        [MlflowClient(uri).get_experiment_by_name("known").experiment_id], "tags.picked = 'true'"
+    client = MlflowClient(uri)
+    tagged = client.search_runs([client.get_experiment_by_name("known").experiment_id], "tags.picked = 'true'")
+    assert [r.data.tags["exceedance.trial_id"] for r in tagged] == [picked]
+
+
+def test_front_table_excludes_failed_and_dominated_and_exports_the_pick(filled, capsys):
+    uri, tmp = filled
+    check_front_export_and_tag(uri, tmp / "out", capsys)
+
+
+@pytest.mark.slow
+def test_pick_from_a_tracking_server(tmp_path, capsys):
+    store = tmp_path / "server-store"
+    uri = connect(TrackingConfig(server=True, port=free_port(), store_dir=str(store)))
+    try:
+        fill(uri)
+        check_front_export_and_tag(uri, tmp_path / "out", capsys)
+    finally:
+        os.killpg(int((store / "server.pid").read_text()), signal.SIGTERM)
+
+
+def test_store_reader_returns_what_mlflow_search_runs_returns(filled):
+    uri, _ = filled
+    store = open_trial_store(uri)
+    experiment_id = store.experiment_id("known")
+    ours = store.finished_trials(experiment_id)
+    runs = MlflowClient(uri).search_runs(
+        [experiment_id], "tags.`exceedance.role` = 'trial' and attributes.status = 'FINISHED'"
     )
-    assert [r.data.tags["exceedance.trial_id"] for r in tags] == [picked]
+    assert [trial.run_id for trial, _ in ours] == [run.info.run_id for run in runs]
+    for (trial, parent), run in zip(ours, runs, strict=True):
+        assert trial.quality == run.data.metrics["val_within_tolerance"]
+        assert trial.exceedance_rate == run.data.metrics["val_exceedance_rate"]
+        assert trial.trial_id == run.data.tags["exceedance.trial_id"]
+        assert parent == run.data.tags["mlflow.parentRunId"]
+        assert trial.params == {k: v for k, v in run.data.params.items() if k in trial.params}
+        assert set(trial.params) == {"penalty", "threshold", "lam", "learning_rate", "quality"}
+    assert store.experiment_id("nope") is None
+
+
+def test_pick_of_a_missing_store_says_so_and_creates_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["known", "--knee", "--tracking-uri", f"sqlite:///{tmp_path}/none/mlflow.db"])
+    assert exit_info.value.code == 2
+    assert "no MLflow store at" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, free_port
 from exceedance.models import build_mlp
 from exceedance.sweep import SearchStopped, run
 
@@ -123,12 +122,6 @@ def test_three_parallel_writers_on_a_brand_new_sqlite_store(tmp_path):
     runs = trial_runs(client)
     assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_sweep_logs_to_a_real_tracking_server(tmp_path, tiny):

@@ -24,6 +24,14 @@ class TrialRecord:
     quality: float
     exceedance_rate: float
 
+    @classmethod
+    def from_run(cls, run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float]) -> TrialRecord:
+        """From a trial run's params and latest metrics: quality is the validation metric its own
+        `quality` param names, so trials of different data sets are never mixed up."""
+        nan = float("nan")
+        quality = metrics.get(f"val_{params.get('quality', '')}", nan)
+        return cls(run_id, trial_id, params, quality, metrics.get("val_exceedance_rate", nan))
+
 
 def to_minimization(values: np.ndarray, directions: list[str]) -> np.ndarray:
     """Return `(n, k)` values with every `max` column negated, so smaller is better everywhere.
@@ -52,11 +60,13 @@ def pareto_mask(points: np.ndarray) -> np.ndarray:
     # Sort lexicographically so a dominating row always comes before the rows it dominates.
     order = np.lexsort(candidates.T[::-1])
     front: list[int] = []
+    kept = np.empty((0, points.shape[1]))
     for i in order:
         p = candidates[i]
-        dominated = any(np.all(candidates[j] <= p) and np.any(candidates[j] < p) for j in front)
-        if not dominated:
+        # One vectorized test against the front so far: O(n * front) in NumPy, not in Python.
+        if not np.any(np.all(kept <= p, axis=1) & np.any(kept < p, axis=1)):
             front.append(i)
+            kept = candidates[front]
     mask[np.flatnonzero(valid)[front]] = True
     return mask
 

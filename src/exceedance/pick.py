@@ -1,6 +1,7 @@
 """Pick one trial from an experiment's Pareto front by a rule, and export its configuration.
 
-Reads MLflow only: no TensorFlow, so it starts quickly and runs anywhere the store is reachable.
+Reads the store through `trial_store` (no TensorFlow, no mlflow import), so it starts quickly
+and runs anywhere the store is reachable.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import yaml
 
 from exceedance import pareto, plots
 from exceedance.config import QUALITY_DIRECTIONS, ConfigError, TrackingConfig
-from exceedance.tracking import Tracker, connect
+from exceedance.tracking import resolve_uri
+from exceedance.trial_store import open_trial_store
 
 
 @dataclass
@@ -53,14 +55,13 @@ def _choose(rule: Rule, quality: np.ndarray, exceedance: np.ndarray, direction: 
     return pareto.pick_knee(quality, exceedance, direction)
 
 
-def pick(tracker: Tracker, rule: Rule) -> PickResult:
-    """Apply `rule` to every finished trial of the tracker's experiment.
+def pick(records: list[pareto.TrialRecord], rule: Rule) -> PickResult:
+    """Apply `rule` to finished trials (all of one experiment).
 
     Raises:
         ConfigError: when there are no finished trials, they mix quality metrics, or no trial
             satisfies the rule.
     """
-    records = tracker.experiment_trials()
     if not records:
         raise ConfigError("the experiment has no finished trials to pick from")
     names = {r.params.get("quality", "") for r in records}
@@ -83,16 +84,14 @@ def pick(tracker: Tracker, rule: Rule) -> PickResult:
     return PickResult(rows, picked, quality_name, records, index, on_front)
 
 
-def export_config(tracker: Tracker, picked: pareto.TrialRecord, path: Path) -> Path:
-    """Write a Hydra config that retrains exactly the picked trial: the search's own resolved
-    config with every searched value fixed and one trial.
+def export_config(search_config: str, picked: pareto.TrialRecord, path: Path) -> Path:
+    """Write a Hydra config that retrains exactly the picked trial: its search's config (the
+    YAML text the search logged) with every searched value fixed and one trial.
 
-    Run it with `exceedance-sweep --config-path DIR --config-name picked`.
+    Run it with `exceedance-train PATH`, or as a one-trial search with
+    `exceedance-sweep --config-path DIR --config-name picked`.
     """
-    parent_id = tracker.client.get_run(picked.run_id).data.tags["mlflow.parentRunId"]
-    local = Path(tracker.client.download_artifacts(parent_id, "config.yaml", str(path.parent)))
-    config = yaml.safe_load(local.read_text())
-    local.unlink()
+    config = yaml.safe_load(search_config)
     params = picked.params
     penalty = config["penalty"]
     penalty["forms"] = [params["penalty"]]
@@ -117,8 +116,13 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
     Returns:
         The result, the PNG path and the exported config path.
     """
-    tracker = Tracker(connect(tracking), experiment, create=False)
-    result = pick(tracker, rule)
+    uri = resolve_uri(tracking)
+    store = open_trial_store(uri)
+    experiment_id = store.experiment_id(experiment)
+    if experiment_id is None:
+        raise ConfigError(f"experiment {experiment!r} does not exist at {uri}; run a sweep with name={experiment}")
+    trials = store.finished_trials(experiment_id)
+    result = pick([trial for trial, _ in trials], rule)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = result.records
     figure = plots.pareto_front(
@@ -131,6 +135,7 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
     )
     png = out_dir / "pareto.png"
     figure.savefig(png, dpi=100)
-    tracker.set_tags({result.picked["run_id"]: {"picked": "true"}})
-    exported = export_config(tracker, records[result.picked_index], out_dir / "picked.yaml")
+    picked, search_run = trials[result.picked_index]
+    store.set_tag(picked.run_id, "picked", "true")
+    exported = export_config(store.run_config(search_run), picked, out_dir / "picked.yaml")
     return result, png, exported

@@ -87,5 +87,5 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
         raise
     front = [row for row in tuner.publish_front() if row["pareto"]]
     tracker.end_run(parent_id, "FINISHED")
-    trials = len(tracker.trial_records(parent_id, config.data.quality))
+    trials = len(tracker.trial_records(parent_id))
     return SweepResult(uri, config.name, parent_id, front, tracker.ui_command(), trials)

@@ -119,15 +119,9 @@ def _config_record(config: Config) -> tuple[dict[str, str], str]:
     return flatten(logged), yaml.safe_dump(logged, sort_keys=False)
 
 
-def _record(run, quality: str) -> TrialRecord:
-    metrics = run.data.metrics
-    return TrialRecord(
-        run.info.run_id,
-        run.data.tags.get(TRIAL_ID, ""),
-        dict(run.data.params),
-        metrics.get(f"val_{quality}", float("nan")),
-        metrics.get("val_exceedance_rate", float("nan")),
-    )
+def _record(run) -> TrialRecord:
+    data = run.data
+    return TrialRecord.from_run(run.info.run_id, data.tags.get(TRIAL_ID, ""), dict(data.params), data.metrics)
 
 
 class _Retrying:
@@ -267,28 +261,13 @@ class Tracker:
             self.client.log_text(run_id, config_yaml, "config.yaml")
         return run_id
 
-    def trial_records(self, parent_id: str, quality: str) -> list[TrialRecord]:
+    def trial_records(self, parent_id: str) -> list[TrialRecord]:
         """Every finished trial of a search with its final validation quality and exceedance."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'",
         )
-        return [_record(run, quality) for run in runs]
-
-    def experiment_trials(self) -> list[TrialRecord]:
-        """Every finished trial of the experiment, across all searches and jobs, page by page."""
-        records, token = [], None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                max_results=5000,
-                page_token=token,
-                filter_string=f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'",
-            )
-            records += [_record(run, run.data.params.get("quality", "")) for run in page]
-            token = page.token
-            if not token:
-                return records
+        return [_record(run) for run in runs]
 
     def close_orphans(self, parent_id: str) -> int:
         """Mark trial runs left RUNNING by a killed process as KILLED; return how many."""

@@ -183,7 +183,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
 
     def publish_front(self) -> list[dict]:
         """Recompute the Pareto front over finished trials; refresh its table, plot and tags."""
-        records = self.tracker.trial_records(self.parent_id, self.config.data.quality)
+        records = self.tracker.trial_records(self.parent_id)
         if not records:
             return []
         quality = np.array([r.quality for r in records])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error
+from exceedance.cli.table import cell
 from exceedance.config import TrackingConfig
 from exceedance.pick import PickResult, Rule, run_pick
 
@@ -31,18 +32,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cell(value) -> str:
-    try:
-        return f"{float(value):.4g}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
 def format_table(result: PickResult) -> str:
     lines = ["   " + "  ".join(f"{c:>15}" for c in COLUMNS[:-1]) + "  run_id"]
     for row in result.rows:
         mark = " * " if row["run_id"] == result.picked["run_id"] else "   "
-        lines.append(mark + "  ".join(f"{_cell(row[c]):>15}" for c in COLUMNS[:-1]) + f"  {row['run_id']}")
+        lines.append(mark + "  ".join(f"{cell(row[c]):>15}" for c in COLUMNS[:-1]) + f"  {row['run_id']}")
     return "\n".join(lines)
 
 
@@ -59,10 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         f"validation {result.quality_name}); * = picked by rule: {rule.describe()}"
     )
     print(format_table(result))
-    print(
-        f"\nPlot: {png}\nConfig: {exported}\nRetrain it: exceedance-sweep --config-path {exported.parent.resolve()} "
-        f"--config-name {exported.stem}"
-    )
+    print(f"\nPlot: {png}\nConfig: {exported}\nRetrain and register it: exceedance-train {exported}")
 
 
 if __name__ == "__main__":

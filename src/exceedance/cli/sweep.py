@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from exceedance.cli.errors import exit_on_user_error, run_hydra
+from exceedance.cli.table import cell
 from exceedance.config import Config, register_configs
 from exceedance.sweep import SweepResult, run
 
@@ -23,19 +24,8 @@ FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "qual
 def format_front(result: SweepResult) -> str:
     """The Pareto-optimal trials as a fixed-width table."""
     lines = ["  ".join(f"{c:>15}" for c in FRONT_COLUMNS)]
-    for row in result.front:
-        cells = [row[c] for c in FRONT_COLUMNS]
-        lines.append(
-            "  ".join(f"{c:>15.4g}" if isinstance(c, float) else f"{c!s:>15}" for c in (_number(c) for c in cells))
-        )
+    lines += ["  ".join(f"{cell(row[c]):>15}" for c in FRONT_COLUMNS) for row in result.front]
     return "\n".join(lines)
-
-
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -1,0 +1,215 @@
+"""Read an experiment's finished trials straight from an MLflow store, without importing mlflow.
+
+`exceedance-pick` only needs a few columns of every finished trial, one config file and one
+tag write. MLflow's Python client costs about 3 s to import and set up before its first query,
+and its `search_runs` loads every param, metric and tag of every run. This module goes to the
+store directly, in the two ways MLflow itself exposes it:
+
+- a database store (`sqlite:///`, `postgresql://`, `mysql://`): read-only SQL over MLflow's
+  tracking tables (`experiments`, `runs`, `tags`, `params`, `latest_metrics`), selecting only
+  the keys a pick needs;
+- a tracking server (`http(s)://`): MLflow's documented REST API, paged.
+
+Writing goes through the client everywhere else (`tracking.py`); the one write here is the
+`picked=true` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from base64 import b64encode
+from collections import defaultdict
+from pathlib import Path
+from typing import Protocol
+
+from exceedance.config import QUALITY_DIRECTIONS, ConfigError
+from exceedance.pareto import TABLE_PARAMS, TrialRecord
+
+ROLE, TRIAL_ID, PARENT = "exceedance.role", "exceedance.trial_id", "mlflow.parentRunId"
+PARAMS = (*TABLE_PARAMS, "quality")
+METRICS = ("val_exceedance_rate", *(f"val_{q}" for q in QUALITY_DIRECTIONS))
+CONFIG_FILE = "config.yaml"
+PAGE = 5000
+
+
+class TrialStore(Protocol):
+    """What picking needs from a store."""
+
+    def experiment_id(self, name: str) -> str | None: ...
+
+    def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
+        """Every finished trial of the experiment, with its parent (search) run id."""
+        ...
+
+    def run_config(self, run_id: str) -> str:
+        """The text of the `config.yaml` a search run logged."""
+        ...
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None: ...
+
+
+class DatabaseTrialStore:
+    """SQL over MLflow's tracking tables, through SQLAlchemy (which MLflow itself uses)."""
+
+    def __init__(self, uri: str):
+        import sqlalchemy
+
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+            raise ConfigError(f"tracking uri: no MLflow store at {uri}; run a sweep first or fix --tracking-uri")
+        self.uri = uri
+        self._sql = sqlalchemy
+        # SQLite: wait for a sweep's write lock instead of failing at once.
+        connect_args = {"timeout": 30} if uri.startswith("sqlite") else {}
+        self._engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
+
+    def _rows(self, query: str, **values) -> list:
+        sql = self._sql
+        statement = sql.text(query)
+        for name, value in values.items():
+            if isinstance(value, tuple):
+                statement = statement.bindparams(sql.bindparam(name, expanding=True))
+        try:
+            with self._engine.connect() as connection:
+                return list(connection.execute(statement, values))
+        except sql.exc.DBAPIError as err:
+            raise ConfigError(
+                f"tracking uri: {self.uri} is not a readable MLflow tracking database ({err.orig})"
+            ) from None
+
+    def experiment_id(self, name: str) -> str | None:
+        rows = self._rows(
+            "SELECT experiment_id FROM experiments WHERE name = :name AND lifecycle_stage = 'active'", name=name
+        )
+        return str(rows[0][0]) if rows else None
+
+    def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
+        trials = (
+            "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid"
+            " WHERE r.experiment_id = :experiment AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
+            f" AND t.key = '{ROLE}' AND t.value = 'trial'"
+        )
+        order = self._rows(
+            f"SELECT run_uuid FROM runs WHERE run_uuid IN ({trials}) ORDER BY start_time DESC, run_uuid",
+            experiment=int(experiment_id),
+        )
+        params, metrics, tags = defaultdict(dict), defaultdict(dict), defaultdict(dict)
+        for run_id, key, value in self._rows(
+            f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({trials}) AND key IN :keys",
+            experiment=int(experiment_id),
+            keys=PARAMS,
+        ):
+            params[run_id][key] = value
+        for run_id, key, value, is_nan in self._rows(
+            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({trials}) AND key IN :keys",
+            experiment=int(experiment_id),
+            keys=METRICS,
+        ):
+            metrics[run_id][key] = math.nan if is_nan else float(value)
+        for run_id, key, value in self._rows(
+            f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({trials}) AND key IN :keys",
+            experiment=int(experiment_id),
+            keys=(TRIAL_ID, PARENT),
+        ):
+            tags[run_id][key] = value
+        return [
+            (TrialRecord.from_run(r, tags[r].get(TRIAL_ID, ""), params[r], metrics[r]), tags[r].get(PARENT, ""))
+            for (r,) in order
+        ]
+
+    def run_config(self, run_id: str) -> str:
+        rows = self._rows("SELECT artifact_uri FROM runs WHERE run_uuid = :run", run=run_id)
+        if not rows:
+            raise ConfigError(f"run {run_id} is not in {self.uri}")
+        artifacts = rows[0][0]
+        if artifacts.startswith("file://"):
+            return (Path(urllib.parse.urlparse(artifacts).path) / CONFIG_FILE).read_text()
+        # Artifacts in a remote store (S3, GCS, ...): only MLflow knows how to fetch them.
+        from mlflow.artifacts import download_artifacts
+
+        return Path(download_artifacts(f"{artifacts}/{CONFIG_FILE}")).read_text()
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        values = {"run": run_id, "key": key, "value": value}
+        with self._engine.begin() as connection:
+            connection.execute(self._sql.text("DELETE FROM tags WHERE run_uuid = :run AND key = :key"), values)
+            connection.execute(
+                self._sql.text("INSERT INTO tags (key, value, run_uuid) VALUES (:key, :value, :run)"), values
+            )
+
+
+class ServerTrialStore:
+    """MLflow's REST API (`/api/2.0/mlflow/...`), with the client's environment credentials."""
+
+    def __init__(self, uri: str, timeout_s: float = 30.0):
+        self.uri, self.timeout_s = uri.rstrip("/"), timeout_s
+        self._headers = {"Content-Type": "application/json"}
+        if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) is not None:
+            secret = b64encode(f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {secret}"
+
+    def _call(self, path: str, body: dict | None = None, query: dict | None = None) -> bytes:
+        url = f"{self.uri}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, headers=self._headers, method="POST" if data else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise LookupError(path) from None
+            raise ConfigError(f"tracking uri: {url} answered {err.code} {err.reason}") from None
+        except (urllib.error.URLError, OSError) as err:
+            raise ConfigError(f"tracking uri: no MLflow server answers at {self.uri} ({err})") from None
+
+    def _json(self, path: str, body: dict | None = None, query: dict | None = None) -> dict:
+        return json.loads(self._call(f"/api/2.0/mlflow/{path}", body, query))
+
+    def experiment_id(self, name: str) -> str | None:
+        try:
+            found = self._json("experiments/get-by-name", query={"experiment_name": name})["experiment"]
+        except LookupError:
+            return None
+        return found["experiment_id"] if found.get("lifecycle_stage", "active") == "active" else None
+
+    def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
+        found, token = [], None
+        while True:
+            page = self._json(
+                "runs/search",
+                {
+                    "experiment_ids": [experiment_id],
+                    "filter": f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'",
+                    "max_results": PAGE,
+                    **({"page_token": token} if token else {}),
+                },
+            )
+            for run in page.get("runs", []):
+                data = run.get("data", {})
+                params = {p["key"]: p["value"] for p in data.get("params", []) if p["key"] in PARAMS}
+                metrics = {m["key"]: float(m["value"]) for m in data.get("metrics", []) if m["key"] in METRICS}
+                tags = {t["key"]: t["value"] for t in data.get("tags", [])}
+                trial = TrialRecord.from_run(run["info"]["run_id"], tags.get(TRIAL_ID, ""), params, metrics)
+                found.append((trial, tags.get(PARENT, "")))
+            token = page.get("next_page_token")
+            if not token:
+                return found
+
+    def run_config(self, run_id: str) -> str:
+        return self._call("/get-artifact", query={"run_uuid": run_id, "path": CONFIG_FILE}).decode()
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._json("runs/set-tag", {"run_id": run_id, "key": key, "value": value})
+
+
+def open_trial_store(uri: str) -> TrialStore:
+    """The reader for a tracking URI from `tracking.resolve_uri`."""
+    if uri.startswith(("http://", "https://")):
+        return ServerTrialStore(uri)
+    return DatabaseTrialStore(uri)
