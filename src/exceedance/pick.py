@@ -78,7 +78,9 @@ def pick(records: list[pareto.TrialRecord], rule: Rule) -> PickResult:
     index = _choose(rule, quality, exceedance, direction)
     if index is None:
         raise ConfigError(f"no finished trial satisfies the rule ({rule.describe()}); loosen it or run more trials")
-    every = pareto.table(records, on_front)
+    shown = on_front.copy()
+    shown[index] = True  # a rule can pick off the front (e.g. among equal trials)
+    every = pareto.table([r for r, s in zip(records, shown, strict=True) if s], on_front[shown])
     rows = [row for row in every if row["pareto"]]
     picked = next(row for row in every if row["run_id"] == records[index].run_id)
     return PickResult(rows, picked, quality_name, records, index, on_front)

@@ -1,11 +1,11 @@
-"""Matplotlib figures from plain arrays (Agg backend; callers close what they get)."""
+"""Matplotlib figures from plain arrays.
+
+Figures are made with `Figure()` (Agg canvas), never through `pyplot`: they hold no global
+state, so they can be rendered off the training thread and need no closing.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -15,7 +15,8 @@ FORM_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "sigmoid_count": "tab:gree
 def loss_curves(history: dict[str, list[float]]) -> Figure:
     """Loss, base-loss and penalty curves for training and validation, one panel each."""
     parts = [k for k in ("loss", "base_loss", "penalty") if k in history]
-    fig, axes = plt.subplots(1, len(parts), figsize=(4 * len(parts), 3), squeeze=False)
+    fig = Figure(figsize=(4 * len(parts), 3))
+    axes = fig.subplots(1, len(parts), squeeze=False)
     for ax, key in zip(axes[0], parts, strict=True):
         epochs = np.arange(1, len(history[key]) + 1)
         ax.plot(epochs, history[key], label="train")
@@ -29,7 +30,8 @@ def loss_curves(history: dict[str, list[float]]) -> Figure:
 
 def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float) -> Figure:
     """Histogram of predicted values with the evaluation limit and training threshold marked."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig = Figure(figsize=(5, 3))
+    ax = fig.subplots()
     ax.hist(np.ravel(predictions), bins=60, color="0.6")
     ax.axvline(limit, color="tab:red", label=f"limit {limit:g}")
     ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.3g}")
@@ -48,7 +50,8 @@ def pareto_front(
     picked: int | None = None,
 ) -> Figure:
     """All trials as quality against exceedance rate, coloured by penalty form, front joined."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     forms_arr = np.asarray(forms)
     for form, colour in FORM_COLOURS.items():
         sel = forms_arr == form

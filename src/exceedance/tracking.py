@@ -291,10 +291,7 @@ class Tracker:
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
-        import matplotlib.pyplot as plt
-
         self.client.log_figure(run_id, figure, name)
-        plt.close(figure)
 
     def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
         for key, value in (tags or {}).items():

@@ -51,6 +51,17 @@ class EpochLogger(keras.callbacks.Callback):
         self.tracker.log_metrics(self.run_id, logs or {}, step=epoch + 1)
 
 
+class FitTimer(keras.callbacks.Callback):
+    """Wall time of `fit` (graph tracing and XLA compilation included), to tell the framework's
+    own cost per trial apart from training."""
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.started
+
+
 class TrackedTuner(kt.engine.base_tuner.BaseTuner):
     """Runs trials on a fixed `Dataset` and mirrors each one as a nested MLflow run.
 
@@ -83,6 +94,10 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self._started: dict[str, float] = {}
         self._on_front: dict[str, bool] = {}
         self._failures_in_a_row = 0
+        self._fit_timers: dict[str, FitTimer] = {}
+        # Per finished or failed trial: wall time from its start to the end of its bookkeeping,
+        # and the part of it spent in `fit`. Read by benchmarks/trial_overhead.py.
+        self.timings: list[dict[str, float]] = []
 
     def _populate_initial_space(self):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
@@ -120,6 +135,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         run_id = self._runs[trial.trial_id]
         keras.utils.set_random_seed(self.config.search.seed + int(trial.trial_id))
         model = self.hypermodel.build(trial.hyperparameters)
+        timer = self._fit_timers[trial.trial_id] = FitTimer()
         history = model.fit(
             dataset.x_train,
             dataset.y_train,
@@ -127,7 +143,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             epochs=self._epochs(trial),
             batch_size=self.config.search.batch_size,
             verbose=0,
-            callbacks=[EpochLogger(self.tracker, run_id), keras.callbacks.TerminateOnNaN()],
+            callbacks=[EpochLogger(self.tracker, run_id), keras.callbacks.TerminateOnNaN(), timer],
         )
         final = {k: v[-1] for k, v in history.history.items()}
         problem = divergence(final)
@@ -152,7 +168,12 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         reason = {} if done else {FAILURE_REASON: _last_line(trial.message)}
         self.tracker.end_run(run_id, "FINISHED" if done else "FAILED", reason)
         super().on_trial_end(trial)
-        self.report(self._progress_line(trial, done, reason))
+        if done:
+            self.publish_front()
+        seconds = time.perf_counter() - self._started.pop(trial.trial_id)
+        timer = self._fit_timers.pop(trial.trial_id, None)
+        self.timings.append({"trial_s": seconds, "fit_s": getattr(timer, "seconds", 0.0)})
+        self.report(self._progress_line(trial, done, reason, seconds))
         self._failures_in_a_row = 0 if done else self._failures_in_a_row + 1
         limit = self.config.search.max_consecutive_failures
         if self._failures_in_a_row >= limit:
@@ -160,12 +181,9 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
                 f"search stopped: {limit} trials in a row failed (search.max_consecutive_failures={limit}); "
                 f"last reason: {reason[FAILURE_REASON]}. Narrow penalty.lam or search.learning_rate."
             )
-        if done:
-            self.publish_front()
 
-    def _progress_line(self, trial, done: bool, reason: dict[str, str]) -> str:
+    def _progress_line(self, trial, done: bool, reason: dict[str, str], seconds: float) -> str:
         values = trial.hyperparameters.values
-        seconds = time.perf_counter() - self._started.pop(trial.trial_id)
         text = (
             f"trial {trial.trial_id}: {values['penalty']:<13} threshold={values['threshold']:.3g} "
             f"lam={values['lam']:.3g}"

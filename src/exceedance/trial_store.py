@@ -23,7 +23,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from base64 import b64encode
-from collections import defaultdict
 from pathlib import Path
 from typing import Protocol
 
@@ -69,13 +68,9 @@ class DatabaseTrialStore:
 
     def _rows(self, query: str, **values) -> list:
         sql = self._sql
-        statement = sql.text(query)
-        for name, value in values.items():
-            if isinstance(value, tuple):
-                statement = statement.bindparams(sql.bindparam(name, expanding=True))
         try:
             with self._engine.connect() as connection:
-                return list(connection.execute(statement, values))
+                return list(connection.execute(sql.text(query), values))
         except sql.exc.DBAPIError as err:
             raise ConfigError(
                 f"tracking uri: {self.uri} is not a readable MLflow tracking database ({err.orig})"
@@ -88,38 +83,37 @@ class DatabaseTrialStore:
         return str(rows[0][0]) if rows else None
 
     def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
-        trials = (
-            "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid"
-            " WHERE r.experiment_id = :experiment AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
-            f" AND t.key = '{ROLE}' AND t.value = 'trial'"
+        # One row per trial, one column per needed key: each LEFT JOIN is a primary-key lookup
+        # on (key, run_uuid), so this reads a few values per run, not every param and metric.
+        columns = [("tags", TRIAL_ID), ("tags", PARENT), *(("params", k) for k in PARAMS)]
+        columns += [("latest_metrics", k) for k in METRICS]
+        joins, selected = [], []
+        for i, (table, _) in enumerate(columns):
+            joins.append(f"LEFT JOIN {table} c{i} ON c{i}.run_uuid = r.run_uuid AND c{i}.key = :k{i}")
+            selected.append(f"c{i}.value" + (f", c{i}.is_nan" if table == "latest_metrics" else ""))
+        rows = self._rows(
+            f"SELECT r.run_uuid, {', '.join(selected)} FROM runs r"
+            " JOIN tags role ON role.run_uuid = r.run_uuid AND role.key = :role_key AND role.value = 'trial' "
+            + " ".join(joins)
+            + " WHERE r.experiment_id = :experiment AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active'"
+            " ORDER BY r.start_time DESC, r.run_uuid",
+            experiment=int(experiment_id),
+            role_key=ROLE,
+            **{f"k{i}": key for i, (_, key) in enumerate(columns)},
         )
-        order = self._rows(
-            f"SELECT run_uuid FROM runs WHERE run_uuid IN ({trials}) ORDER BY start_time DESC, run_uuid",
-            experiment=int(experiment_id),
-        )
-        params, metrics, tags = defaultdict(dict), defaultdict(dict), defaultdict(dict)
-        for run_id, key, value in self._rows(
-            f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({trials}) AND key IN :keys",
-            experiment=int(experiment_id),
-            keys=PARAMS,
-        ):
-            params[run_id][key] = value
-        for run_id, key, value, is_nan in self._rows(
-            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({trials}) AND key IN :keys",
-            experiment=int(experiment_id),
-            keys=METRICS,
-        ):
-            metrics[run_id][key] = math.nan if is_nan else float(value)
-        for run_id, key, value in self._rows(
-            f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({trials}) AND key IN :keys",
-            experiment=int(experiment_id),
-            keys=(TRIAL_ID, PARENT),
-        ):
-            tags[run_id][key] = value
-        return [
-            (TrialRecord.from_run(r, tags[r].get(TRIAL_ID, ""), params[r], metrics[r]), tags[r].get(PARENT, ""))
-            for (r,) in order
-        ]
+        return [self._trial(row) for row in rows]
+
+    @staticmethod
+    def _trial(row) -> tuple[TrialRecord, str]:
+        run_id, trial_id, parent, *rest = row
+        params = {k: v for k, v in zip(PARAMS, rest[: len(PARAMS)], strict=True) if v is not None}
+        pairs = rest[len(PARAMS) :]
+        metrics = {
+            k: math.nan if is_nan else float(value)
+            for k, value, is_nan in zip(METRICS, pairs[::2], pairs[1::2], strict=True)
+            if value is not None
+        }
+        return TrialRecord.from_run(run_id, trial_id or "", params, metrics), parent or ""
 
     def run_config(self, run_id: str) -> str:
         rows = self._rows("SELECT artifact_uri FROM runs WHERE run_uuid = :run", run=run_id)
