@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+# Fixed margins instead of `tight_layout`, which draws the whole figure once more to measure it
+# (about half the cost of a trial's plots).
+MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.17, "top": 0.9, "wspace": 0.3}
 FORM_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "sigmoid_count": "tab:green"}
 
 
@@ -16,28 +19,28 @@ def loss_curves(history: dict[str, list[float]]) -> Figure:
     """Loss, base-loss and penalty curves for training and validation, one panel each."""
     parts = [k for k in ("loss", "base_loss", "penalty") if k in history]
     fig = Figure(figsize=(4 * len(parts), 3))
-    axes = fig.subplots(1, len(parts), squeeze=False)
+    axes = fig.subplots(1, len(parts), squeeze=False, gridspec_kw=MARGINS)
     for ax, key in zip(axes[0], parts, strict=True):
         epochs = np.arange(1, len(history[key]) + 1)
         ax.plot(epochs, history[key], label="train")
         if f"val_{key}" in history:
             ax.plot(epochs, history[f"val_{key}"], label="validation")
         ax.set(title=key, xlabel="epoch")
-        ax.legend()
-    fig.tight_layout()
+    axes[0][0].legend()
     return fig
 
 
 def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float) -> Figure:
     """Histogram of predicted values with the evaluation limit and training threshold marked."""
     fig = Figure(figsize=(5, 3))
-    ax = fig.subplots()
-    ax.hist(np.ravel(predictions), bins=60, color="0.6")
+    ax = fig.subplots(gridspec_kw=MARGINS)
+    # One step artist instead of `hist`'s 60 bar patches: same picture, a third of the drawing.
+    counts, edges = np.histogram(np.ravel(predictions), bins=60)
+    ax.stairs(counts, edges, fill=True, color="0.6")
     ax.axvline(limit, color="tab:red", label=f"limit {limit:g}")
     ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set(xlabel="prediction", ylabel="count", title="validation predictions")
     ax.legend()
-    fig.tight_layout()
     return fig
 
 
@@ -51,7 +54,7 @@ def pareto_front(
 ) -> Figure:
     """All trials as quality against exceedance rate, coloured by penalty form, front joined."""
     fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    ax = fig.subplots(gridspec_kw=MARGINS)
     forms_arr = np.asarray(forms)
     for form, colour in FORM_COLOURS.items():
         sel = forms_arr == form
@@ -73,5 +76,4 @@ def pareto_front(
         )
     ax.set(xlabel="exceedance rate (validation, on the limit)", ylabel=quality_name)
     ax.legend(fontsize="small")
-    fig.tight_layout()
     return fig

@@ -62,7 +62,7 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     from exceedance.search import ExceedanceHyperModel, make_oracle
     from exceedance.trial import TrackedTuner
 
-    # Every trial builds a new model, so predict() retraces by design; that warning is noise here.
+    # Every trial builds a new model, so fit() traces new graphs by design; that warning is noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     key = search_key(config)
@@ -83,8 +83,10 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     try:
         tuner.search(dataset)
     except BaseException as err:
+        tuner.flush(raise_errors=False)
         tracker.end_run(parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
+    tuner.flush()
     front = [row for row in tuner.publish_front() if row["pareto"]]
     tracker.end_run(parent_id, "FINISHED")
     trials = len(tracker.trial_records(parent_id))

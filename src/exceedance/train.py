@@ -126,7 +126,10 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
             epochs=config.search.epochs,
             batch_size=config.search.batch_size,
             verbose=0,
-            callbacks=[EpochLogger(tracker, run_id), keras.callbacks.TerminateOnNaN()],
+            callbacks=[
+                EpochLogger(lambda logs, step: tracker.log_metrics(run_id, logs, step)),
+                keras.callbacks.TerminateOnNaN(),
+            ],
         )
         problem = divergence({k: v[-1] for k, v in history.history.items()})
         if problem:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import keras
 import keras_tuner as kt
@@ -17,6 +18,7 @@ import numpy as np
 from exceedance import pareto, plots
 from exceedance.config import Config
 from exceedance.data import Dataset
+from exceedance.metrics import evaluate_eagerly, training_metrics
 from exceedance.search import ExceedanceHyperModel
 from exceedance.sweep import SearchStopped
 from exceedance.tracking import Tracker
@@ -41,14 +43,14 @@ def divergence(final: dict[str, float]) -> str | None:
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Sends every epoch's metrics to MLflow in one batch."""
+    """Hands every epoch's metrics, as one batch, to `log(metrics, step)`."""
 
-    def __init__(self, tracker: Tracker, run_id: str):
+    def __init__(self, log: Callable[[dict[str, float], int], None]):
         super().__init__()
-        self.tracker, self.run_id = tracker, run_id
+        self.log = log
 
     def on_epoch_end(self, epoch, logs=None):
-        self.tracker.log_metrics(self.run_id, logs or {}, step=epoch + 1)
+        self.log(dict(logs or {}), epoch + 1)
 
 
 class FitTimer(keras.callbacks.Callback):
@@ -90,14 +92,18 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         super().__init__(oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite)
         self.config, self.tracker, self.parent_id, self.report = config, tracker, parent_id, report
         self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
-        self._runs: dict[str, str] = {}
+        self._runs: dict[str, Future] = {}  # trial id -> its MLflow run id, once created
+        self._plot_inputs: dict[str, tuple] = {}
         self._started: dict[str, float] = {}
         self._on_front: dict[str, bool] = {}
         self._failures_in_a_row = 0
         self._fit_timers: dict[str, FitTimer] = {}
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exceedance-artifacts")
+        self._pending: list[Future] = []
         # Per finished or failed trial: wall time from its start to the end of its bookkeeping,
         # and the part of it spent in `fit`. Read by benchmarks/trial_overhead.py.
         self.timings: list[dict[str, float]] = []
+        self.background_s = 0.0  # total time of the artifact work done off the training thread
 
     def _populate_initial_space(self):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
@@ -114,28 +120,30 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self._started[trial.trial_id] = time.perf_counter()
         params = self.hypermodel.penalty_params(trial.hyperparameters.copy())
         data = self.config.data
-        self._runs[trial.trial_id] = self.tracker.start_trial(
-            self.parent_id,
-            trial.trial_id,
-            {
-                **params,
-                "limit": data.limit,
-                "quality": data.quality,
-                "base_loss": self.config.penalty.base_loss,
-                "epochs": self._epochs(trial),
-                "batch_size": self.config.search.batch_size,
-            },
+        params.update(
+            limit=data.limit,
+            quality=data.quality,
+            base_loss=self.config.penalty.base_loss,
+            epochs=self._epochs(trial),
+            batch_size=self.config.search.batch_size,
         )
+        self._runs[trial.trial_id] = self._later(self.tracker.start_trial, self.parent_id, trial.trial_id, params)
+
+    def _log_to_trial(self, trial_id: str, method: Callable, *args) -> Future:
+        """Queue `method(run_id, *args)` for the trial's run. The run is created by the first
+        task queued for the trial, so by the time this one runs its id is known."""
+        run = self._runs[trial_id]
+        return self._later(lambda: method(run.result(), *args))
 
     def _epochs(self, trial) -> int:
         # Hyperband sets a per-bracket epoch budget; other oracles train for search.epochs.
         return int(trial.hyperparameters.values.get("tuner/epochs", self.config.search.epochs))
 
     def run_trial(self, trial, dataset: Dataset) -> dict[str, float]:
-        run_id = self._runs[trial.trial_id]
-        keras.utils.set_random_seed(self.config.search.seed + int(trial.trial_id))
+        trial_id = trial.trial_id
+        keras.utils.set_random_seed(self.config.search.seed + int(trial_id))
         model = self.hypermodel.build(trial.hyperparameters)
-        timer = self._fit_timers[trial.trial_id] = FitTimer()
+        timer = self._fit_timers[trial_id] = FitTimer()
         history = model.fit(
             dataset.x_train,
             dataset.y_train,
@@ -143,35 +151,78 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             epochs=self._epochs(trial),
             batch_size=self.config.search.batch_size,
             verbose=0,
-            callbacks=[EpochLogger(self.tracker, run_id), keras.callbacks.TerminateOnNaN(), timer],
+            callbacks=[
+                EpochLogger(lambda logs, step: self._log_to_trial(trial_id, self.tracker.log_metrics, logs, step)),
+                keras.callbacks.TerminateOnNaN(),
+                timer,
+            ],
         )
         final = {k: v[-1] for k, v in history.history.items()}
         problem = divergence(final)
         if problem:
             raise kt.errors.FailedTrialError(problem)
-        self._log_results(run_id, model, history.history, dataset, trial)
+        self._test(trial, model, history.history, dataset)
         return {k: v for k, v in final.items() if k.startswith("val_")}
 
-    def _log_results(self, run_id: str, model: keras.Model, history: dict, dataset: Dataset, trial) -> None:
-        test = model.evaluate(dataset.x_test, dataset.y_test, batch_size=1024, verbose=0, return_dict=True)
-        self.tracker.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=len(history["loss"]))
-        predictions = model.predict(dataset.x_val, batch_size=1024, verbose=0)
+    def _test(self, trial, model: keras.Model, history: dict, dataset: Dataset) -> None:
+        """Score the test rows and keep what the trial's plots need."""
+        # Eager forward passes: predict/evaluate would trace and compile new graphs per model.
+        test_predictions = model(dataset.x_test, training=False)
+        data = self.config.data
+        metrics = training_metrics(model.loss, data.limit, data.quality, data.tolerance)
+        test = evaluate_eagerly(model.loss, metrics, dataset.y_test, test_predictions)
+        steps = len(history["loss"])
+        self._log_to_trial(trial.trial_id, self.tracker.log_metrics, {f"test_{k}": v for k, v in test.items()}, steps)
+        predictions = keras.ops.convert_to_numpy(model(dataset.x_val, training=False))
         threshold = float(trial.hyperparameters.values["threshold"])
+        self._plot_inputs[trial.trial_id] = (history, predictions, threshold)
+
+    def _log_plots(self, run_id: str, history: dict, predictions: np.ndarray, threshold: float) -> None:
         self.tracker.log_figure(run_id, plots.loss_curves(history), "loss_curves.png")
         self.tracker.log_figure(
             run_id, plots.prediction_histogram(predictions, self.config.data.limit, threshold), "predictions.png"
         )
 
+    def _later(self, work: Callable, *args) -> Future:
+        """Queue MLflow work (runs, metrics, plots, the front) for the one tracking thread, which
+        does it in order while the training thread goes on."""
+
+        def timed():
+            started = time.perf_counter()
+            try:
+                return work(*args)
+            finally:
+                self.background_s += time.perf_counter() - started
+
+        future = self._background.submit(timed)
+        self._pending.append(future)
+        return future
+
+    def flush(self, raise_errors: bool = True) -> None:
+        """Wait for the tracking work queued so far; re-raise the first error it met, unless the
+        search is already failing for another reason."""
+        pending, self._pending = self._pending, []
+        errors = [error for error in (future.exception() for future in pending) if error is not None]
+        if errors and raise_errors:
+            raise errors[0]
+
     def on_trial_end(self, trial):
-        run_id = self._runs.pop(trial.trial_id)
+        trial_id = trial.trial_id
         done = trial.status == kt.engine.trial.TrialStatus.COMPLETED
         reason = {} if done else {FAILURE_REASON: _last_line(trial.message)}
-        self.tracker.end_run(run_id, "FINISHED" if done else "FAILED", reason)
+        # Wait until MLflow has the trial's end (and all logged before it) before keras-tuner
+        # saves the trial as done: a search resumed after a crash relies on that order.
+        self._log_to_trial(trial_id, self.tracker.end_run, "FINISHED" if done else "FAILED", reason).result()
         super().on_trial_end(trial)
+        plot_inputs = self._plot_inputs.pop(trial_id, None)
+        if plot_inputs is not None:
+            self._log_to_trial(trial_id, self._log_plots, *plot_inputs)
+        self._runs.pop(trial_id)
         if done:
-            self.publish_front()
-        seconds = time.perf_counter() - self._started.pop(trial.trial_id)
-        timer = self._fit_timers.pop(trial.trial_id, None)
+            self._later(self.publish_front, False)
+        self._raise_tracking_errors()
+        seconds = time.perf_counter() - self._started.pop(trial_id)
+        timer = self._fit_timers.pop(trial_id, None)
         self.timings.append({"trial_s": seconds, "fit_s": getattr(timer, "seconds", 0.0)})
         self.report(self._progress_line(trial, done, reason, seconds))
         self._failures_in_a_row = 0 if done else self._failures_in_a_row + 1
@@ -181,6 +232,14 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
                 f"search stopped: {limit} trials in a row failed (search.max_consecutive_failures={limit}); "
                 f"last reason: {reason[FAILURE_REASON]}. Narrow penalty.lam or search.learning_rate."
             )
+
+    def _raise_tracking_errors(self) -> None:
+        """Fail the search at the first tracking error, not at its end; drop finished work."""
+        finished = [future for future in self._pending if future.done()]
+        self._pending = [future for future in self._pending if not future.done()]
+        for future in finished:
+            if future.exception() is not None:
+                raise future.exception()
 
     def _progress_line(self, trial, done: bool, reason: dict[str, str], seconds: float) -> str:
         values = trial.hyperparameters.values
@@ -199,8 +258,10 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             f"exceedance_rate={metrics.get_last_value('val_exceedance_rate'):.3f}  {seconds:.1f}s"
         )
 
-    def publish_front(self) -> list[dict]:
-        """Recompute the Pareto front over finished trials; refresh its table, plot and tags."""
+    def publish_front(self, plot: bool = True) -> list[dict]:
+        """Recompute the Pareto front over finished trials; refresh its table, tags and (with
+        `plot`) its figure. After each trial the table and tags are refreshed; the figure, the
+        costlier part, is drawn once when the search ends."""
         records = self.tracker.trial_records(self.parent_id)
         if not records:
             return []
@@ -209,10 +270,11 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         mask = pareto.front_mask(quality, exceedance, self.config.quality_direction)
         rows = pareto.table(records, mask)
         self.tracker.log_table(self.parent_id, rows, "pareto.csv")
-        figure = plots.pareto_front(
-            quality, exceedance, [r.params["penalty"] for r in records], mask, self.config.data.quality
-        )
-        self.tracker.log_figure(self.parent_id, figure, "pareto.png")
+        if plot:
+            figure = plots.pareto_front(
+                quality, exceedance, [r.params["penalty"] for r in records], mask, self.config.data.quality
+            )
+            self.tracker.log_figure(self.parent_id, figure, "pareto.png")
         changed = {
             r.run_id: {"pareto": str(m).lower()}
             for r, m in zip(records, mask, strict=True)
