@@ -27,6 +27,7 @@ BAD = [
     ("penalty.threshold.low=1.5", "penalty.threshold: low (1.5) must be <= high (1.2)"),
     ("search.max_trials=0", "search.max_trials: must be >= 1, got 0"),
     ("search.epochs=0", "search.epochs: must be >= 1, got 0"),
+    ("search.intra_op_threads=-1", "search.intra_op_threads: must be >= 0 (0 = TensorFlow's default), got -1"),
     ("search.max_trials=many", "search.max_trials"),
     ("data=mnist", "Could not find 'data/mnist'"),
     ("data.name=mnist", "data.name: unknown value 'mnist'"),

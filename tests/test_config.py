@@ -7,6 +7,7 @@ import pytest
 from conftest import compose_config
 from exceedance.cli.sweep import CONF_DIR
 from exceedance.config import ConfigError, validate
+from exceedance.sweep import search_key
 
 GROUPS = ["data", "model", "penalty", "search", "tracking"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -52,3 +53,10 @@ def test_bad_values_name_the_field(override, message):
         validate(compose_config([override]))
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_thread_settings_do_not_change_which_search_a_run_resumes():
+    base = compose_config([])
+    tuned = compose_config(["search.intra_op_threads=1", "search.inter_op_threads=1", "search.overwrite=true"])
+    other = compose_config(["search.epochs=3"])
+    assert search_key(tuned) == search_key(base) != search_key(other)

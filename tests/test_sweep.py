@@ -59,7 +59,7 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
         ):
             assert key in trial.data.metrics, key
         artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
-        assert {"loss_curves.png", "predictions.png"} <= artifacts
+        assert "predictions.png" in artifacts
 
     parent_artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert {"pareto.png", "pareto.csv", "config.yaml"} <= parent_artifacts

@@ -94,7 +94,13 @@ class SearchConfig:
     overwrite: bool = False
     directory: str = "mlruns/tuner"
     max_consecutive_failures: int = 3
-    jit_compile: bool = True
+    # XLA compiles each new model for ~2 s on CPU, which doubles a small model's trial
+    # (benchmarks/trial_overhead.py); worth it only when a trial trains for minutes.
+    jit_compile: bool = False
+    # TensorFlow's thread pools; 0 = its default (one thread per core). With several parallel
+    # jobs on one machine, 1 and 1 avoid oversubscribing the cores (see the README's Performance).
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
 
 
 @dataclass
@@ -207,6 +213,9 @@ def validate(config: Config) -> None:
         value = getattr(search, name)
         _require(value >= 1, f"search.{name}", f"must be >= 1, got {value}")
     _range(search.learning_rate, "search.learning_rate", positive=True)
+    for name in ("intra_op_threads", "inter_op_threads"):
+        value = getattr(search, name)
+        _require(value >= 0, f"search.{name}", f"must be >= 0 (0 = TensorFlow's default), got {value}")
     _require(1 <= config.tracking.port <= 65535, "tracking.port", f"must be in 1..65535, got {config.tracking.port}")
     _require(
         not (config.tracking.server and config.tracking.uri),

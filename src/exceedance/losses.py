@@ -39,7 +39,7 @@ def penalty(y_pred, threshold: float, form: str, temperature: float = 0.1):
     elif form == "l2":
         values = ops.square(ops.relu(excess))
     elif form == "sigmoid_count":
-        values = ops.sigmoid(excess / temperature)
+        values = ops.sigmoid(excess * (1.0 / temperature))  # a multiply is cheaper than a divide
     else:
         raise ValueError(f"unknown penalty form {form!r}; allowed: l1, l2, sigmoid_count")
     if len(values.shape) < 2:

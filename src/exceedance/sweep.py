@@ -36,7 +36,8 @@ def search_key(config: Config) -> str:
     settings) maps to the same key, so rerunning it resumes instead of starting over."""
     defining = dataclasses.asdict(config)
     defining.pop("tracking")
-    defining["search"].pop("overwrite")
+    for how_not_what in ("overwrite", "intra_op_threads", "inter_op_threads"):
+        defining["search"].pop(how_not_what)
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.name}-{digest}"
 
@@ -60,7 +61,9 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     uri = connect(config.tracking)
 
     from exceedance.search import ExceedanceHyperModel, make_oracle
-    from exceedance.trial import TrackedTuner
+    from exceedance.trial import TrackedTuner, use_threads
+
+    use_threads(config.search)
 
     # Every trial builds a new model, so fit() traces new graphs by design; that warning is noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

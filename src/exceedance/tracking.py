@@ -250,13 +250,8 @@ class Tracker:
     def _new_run(
         self, tags: dict[str, str], params: dict[str, Any], config_yaml: str = "", run_name: str | None = None
     ) -> str:
-        from mlflow.entities import Param
-
         run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
-        # MLflow caps a param value at 6000 characters and a batch at 100 params.
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100])
+        self.log_batch(run_id, params=params)
         if config_yaml:
             self.client.log_text(run_id, config_yaml, "config.yaml")
         return run_id
@@ -279,23 +274,38 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(runs)
 
-    def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any]) -> str:
+    def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None) -> str:
+        """A trial's run, nested under its search; params may also come later with `log_batch`."""
         tags = {"mlflow.parentRunId": parent_id, ROLE: "trial", TRIAL_ID: trial_id}
-        return self._new_run(tags, params, run_name=f"trial-{trial_id}")
+        return self._new_run(tags, params or {}, run_name=f"trial-{trial_id}")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """All of one step's metrics in one call."""
-        from mlflow.entities import Metric
+        self.log_batch(run_id, [(k, v, step) for k, v in metrics.items()])
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: list[tuple[str, float, int]] = (),
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Metrics `(key, value, step)`, params and tags in as few calls as MLflow allows: one
+        SQLite transaction per call, at most 1000 metrics, 100 params and 100 tags each."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        metric_items = [Metric(k, float(v), now, step) for k, v, step in metrics]
+        param_items = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        while metric_items or param_items or tag_items:
+            self.client.log_batch(run_id, metrics=metric_items[:1000], params=param_items[:100], tags=tag_items[:100])
+            metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
 
-    def end_run(self, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
-        for key, value in (tags or {}).items():
-            self.client.set_tag(run_id, key, value)
+    def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
 
     def register_model(self, run_id: str, model, signature, name: str, alias: str) -> tuple[str, str]:
@@ -340,10 +350,8 @@ class Tracker:
             self.client.log_artifact(run_id, str(path))
 
     def set_tags(self, tags_by_run: dict[str, dict[str, str]]) -> None:
-        from mlflow.entities import RunTag
-
         for run_id, tags in tags_by_run.items():
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.log_batch(run_id, tags=tags)
 
     def ui_command(self) -> str:
         if self.uri.startswith("sqlite:///"):

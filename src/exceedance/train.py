@@ -110,8 +110,9 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
 
     from exceedance.metrics import training_metrics
     from exceedance.search import ExceedanceHyperModel
-    from exceedance.trial import EpochLogger, divergence
+    from exceedance.trial import EpochLogger, divergence, use_threads
 
+    use_threads(config.search)
     tracker = Tracker(uri, config.name)
     run_id = tracker.start_training(config, {"exceedance.model_name": model_name})
     try:

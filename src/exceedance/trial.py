@@ -10,13 +10,14 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import keras
 import keras_tuner as kt
 import numpy as np
 
 from exceedance import pareto, plots
-from exceedance.config import Config
+from exceedance.config import Config, SearchConfig
 from exceedance.data import Dataset
 from exceedance.metrics import evaluate_eagerly, training_metrics
 from exceedance.search import ExceedanceHyperModel
@@ -24,6 +25,12 @@ from exceedance.sweep import SearchStopped
 from exceedance.tracking import Tracker
 
 FAILURE_REASON = "exceedance.failure_reason"
+# The parent's front (table and tags) is refreshed every this many finished trials, so a long
+# search shows it as it goes, and once more when the search ends (with its figure).
+FRONT_EVERY = 10
+# A trial's metrics go to MLflow in one batch when it ends, or sooner once this many seconds
+# have passed since its last batch: one transaction per short trial, live curves for long ones.
+SEND_EVERY_S = 5.0
 # keras-tuner prints the traceback of every failed trial by default; we record the reason as a
 # run tag and in the progress line instead.
 kt.src.config.DEBUG = False
@@ -35,6 +42,16 @@ def _last_line(message: str | None) -> str:
     return last.split("FailedTrialError: ", 1)[-1][:500]
 
 
+def use_threads(search: SearchConfig) -> None:
+    """Size TensorFlow's thread pools from the config; must run before TensorFlow runs an op."""
+    import tensorflow as tf
+
+    if search.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(search.intra_op_threads)
+    if search.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(search.inter_op_threads)
+
+
 def divergence(final: dict[str, float]) -> str | None:
     """Why training must count as failed (a non-finite final metric), or None if it did not."""
     if all(math.isfinite(v) for v in final.values()):
@@ -42,8 +59,18 @@ def divergence(final: dict[str, float]) -> str | None:
     return f"training diverged: loss={final.get('loss')}"
 
 
+@dataclass
+class Unsent:
+    """What a trial has recorded but not yet sent to MLflow."""
+
+    metrics: list[tuple[str, float, int]] = field(default_factory=list)
+    params: dict[str, object] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    since: float = field(default_factory=time.perf_counter)
+
+
 class EpochLogger(keras.callbacks.Callback):
-    """Hands every epoch's metrics, as one batch, to `log(metrics, step)`."""
+    """Hands every epoch's metrics to `log(metrics, step)`."""
 
     def __init__(self, log: Callable[[dict[str, float], int], None]):
         super().__init__()
@@ -94,9 +121,11 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
         self._runs: dict[str, Future] = {}  # trial id -> its MLflow run id, once created
         self._plot_inputs: dict[str, tuple] = {}
+        self._unsent: dict[str, Unsent] = {}
         self._started: dict[str, float] = {}
         self._on_front: dict[str, bool] = {}
         self._failures_in_a_row = 0
+        self._finished = 0
         self._fit_timers: dict[str, FitTimer] = {}
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exceedance-artifacts")
         self._pending: list[Future] = []
@@ -127,7 +156,20 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             epochs=self._epochs(trial),
             batch_size=self.config.search.batch_size,
         )
-        self._runs[trial.trial_id] = self._later(self.tracker.start_trial, self.parent_id, trial.trial_id, params)
+        self._runs[trial.trial_id] = self._later(self.tracker.start_trial, self.parent_id, trial.trial_id)
+        self._unsent[trial.trial_id] = Unsent(params=params)
+
+    def _record(
+        self, trial_id: str, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None, last=False
+    ) -> None:
+        """Add to what the trial has to send; send it all in one batch when `last`, or when the
+        previous batch is over `SEND_EVERY_S` old (so a long trial's curves stay live)."""
+        unsent = self._unsent[trial_id]
+        unsent.metrics += [(k, v, step) for k, v in metrics.items()]
+        unsent.tags.update(tags or {})
+        if last or time.perf_counter() - unsent.since >= SEND_EVERY_S:
+            self._log_to_trial(trial_id, self.tracker.log_batch, unsent.metrics, unsent.params, unsent.tags)
+            self._unsent[trial_id] = Unsent()
 
     def _log_to_trial(self, trial_id: str, method: Callable, *args) -> Future:
         """Queue `method(run_id, *args)` for the trial's run. The run is created by the first
@@ -152,7 +194,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             batch_size=self.config.search.batch_size,
             verbose=0,
             callbacks=[
-                EpochLogger(lambda logs, step: self._log_to_trial(trial_id, self.tracker.log_metrics, logs, step)),
+                EpochLogger(lambda logs, step: self._record(trial_id, logs, step)),
                 keras.callbacks.TerminateOnNaN(),
                 timer,
             ],
@@ -172,13 +214,13 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         metrics = training_metrics(model.loss, data.limit, data.quality, data.tolerance)
         test = evaluate_eagerly(model.loss, metrics, dataset.y_test, test_predictions)
         steps = len(history["loss"])
-        self._log_to_trial(trial.trial_id, self.tracker.log_metrics, {f"test_{k}": v for k, v in test.items()}, steps)
+        self._record(trial.trial_id, {f"test_{k}": v for k, v in test.items()}, steps)
         predictions = keras.ops.convert_to_numpy(model(dataset.x_val, training=False))
         threshold = float(trial.hyperparameters.values["threshold"])
-        self._plot_inputs[trial.trial_id] = (history, predictions, threshold)
+        self._plot_inputs[trial.trial_id] = (predictions, threshold)
 
-    def _log_plots(self, run_id: str, history: dict, predictions: np.ndarray, threshold: float) -> None:
-        self.tracker.log_figure(run_id, plots.loss_curves(history), "loss_curves.png")
+    def _log_plots(self, run_id: str, predictions: np.ndarray, threshold: float) -> None:
+        # Loss curves need no picture: MLflow charts the per-epoch metrics of every run itself.
         self.tracker.log_figure(
             run_id, plots.prediction_histogram(predictions, self.config.data.limit, threshold), "predictions.png"
         )
@@ -210,16 +252,20 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         trial_id = trial.trial_id
         done = trial.status == kt.engine.trial.TrialStatus.COMPLETED
         reason = {} if done else {FAILURE_REASON: _last_line(trial.message)}
-        # Wait until MLflow has the trial's end (and all logged before it) before keras-tuner
+        self._record(trial_id, {}, 0, reason, last=True)
+        # Wait until MLflow has the trial's end (and all sent before it) before keras-tuner
         # saves the trial as done: a search resumed after a crash relies on that order.
-        self._log_to_trial(trial_id, self.tracker.end_run, "FINISHED" if done else "FAILED", reason).result()
+        self._log_to_trial(trial_id, self.tracker.end_run, "FINISHED" if done else "FAILED").result()
+        del self._unsent[trial_id]
         super().on_trial_end(trial)
         plot_inputs = self._plot_inputs.pop(trial_id, None)
         if plot_inputs is not None:
             self._log_to_trial(trial_id, self._log_plots, *plot_inputs)
         self._runs.pop(trial_id)
         if done:
-            self._later(self.publish_front, False)
+            self._finished += 1
+            if self._finished % FRONT_EVERY == 0:
+                self._later(self.publish_front, False)
         self._raise_tracking_errors()
         seconds = time.perf_counter() - self._started.pop(trial_id)
         timer = self._fit_timers.pop(trial_id, None)
@@ -260,8 +306,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
 
     def publish_front(self, plot: bool = True) -> list[dict]:
         """Recompute the Pareto front over finished trials; refresh its table, tags and (with
-        `plot`) its figure. After each trial the table and tags are refreshed; the figure, the
-        costlier part, is drawn once when the search ends."""
+        `plot`) its figure."""
         records = self.tracker.trial_records(self.parent_id)
         if not records:
             return []
