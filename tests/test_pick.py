@@ -177,3 +177,16 @@ def test_pick_help_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "tensorflow imported: False False" in done.stdout
     assert "--max-exceedance" in done.stdout
+
+
+def test_a_whole_pick_imports_neither_tensorflow_nor_the_mlflow_client(filled):
+    uri, tmp = filled
+    probe = (
+        "import sys\nfrom exceedance.cli.pick import main\n"
+        f"main(['known', '--knee', '--tracking-uri', {uri!r}, '--out', {str(tmp / 'probe')!r}])\n"
+        "print('imported:', *(name in sys.modules for name in ('tensorflow', 'keras', 'mlflow')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "imported: False False False" in done.stdout
+    assert (tmp / "probe" / "picked.yaml").is_file()

@@ -17,7 +17,7 @@ import keras_tuner as kt
 import numpy as np
 
 from exceedance import pareto, plots
-from exceedance.config import Config, SearchConfig
+from exceedance.config import Config, ConfigError, SearchConfig
 from exceedance.data import Dataset
 from exceedance.metrics import evaluate_eagerly, training_metrics
 from exceedance.search import ExceedanceHyperModel
@@ -46,10 +46,16 @@ def use_threads(search: SearchConfig) -> None:
     """Size TensorFlow's thread pools from the config; must run before TensorFlow runs an op."""
     import tensorflow as tf
 
-    if search.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(search.intra_op_threads)
-    if search.inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(search.inter_op_threads)
+    try:
+        if search.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(search.intra_op_threads)
+        if search.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(search.inter_op_threads)
+    except RuntimeError:
+        raise ConfigError(
+            "search.intra_op_threads / search.inter_op_threads: TensorFlow already runs in this process "
+            "with other thread settings; set them before the first search of the process"
+        ) from None
 
 
 def divergence(final: dict[str, float]) -> str | None:
@@ -127,12 +133,12 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self._failures_in_a_row = 0
         self._finished = 0
         self._fit_timers: dict[str, FitTimer] = {}
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exceedance-artifacts")
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exceedance-tracking")
         self._pending: list[Future] = []
         # Per finished or failed trial: wall time from its start to the end of its bookkeeping,
         # and the part of it spent in `fit`. Read by benchmarks/trial_overhead.py.
         self.timings: list[dict[str, float]] = []
-        self.background_s = 0.0  # total time of the artifact work done off the training thread
+        self.background_s = 0.0  # total time of the tracking work done off the training thread
 
     def _populate_initial_space(self):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
