@@ -15,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -171,30 +170,6 @@ def _store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-@contextmanager
-def _fluent_store(uri: str):
-    """Point MLflow's fluent API (which model logging goes through) at `uri` for one block.
-
-    `mlflow.set_tracking_uri` also sets environment variables that every later subprocess
-    inherits; they are put back as they were afterwards.
-    """
-    import mlflow
-
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 class Tracker:
     """One MLflow experiment; creates the parent run of a search and its nested trial runs.
 
@@ -307,38 +282,6 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
-
-    def register_model(self, run_id: str, model, signature, name: str, alias: str) -> tuple[str, str]:
-        """Log a Keras model to `run_id`, register it as a new version of `name`, point `alias`
-        at that version, and end the run (FINISHED, or FAILED if logging raises).
-
-        Returns:
-            The registered version and the `models:/NAME@ALIAS` URI that loads it.
-        """
-        import mlflow
-        import mlflow.keras
-
-        with _fluent_store(self.uri), mlflow.start_run(run_id=run_id):
-            info = mlflow.keras.log_model(
-                model,
-                name="model",
-                signature=signature,
-                registered_model_name=name,
-                # Given explicitly, they spare MLflow's requirement inference, which reloads the
-                # model in a subprocess. Loading also needs this package (its custom loss and
-                # metrics), installed from its source.
-                pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("keras", "tensorflow-cpu")],
-            )
-        version = str(info.registered_model_version)
-        self.client.set_registered_model_alias(name, alias, version)
-        return version, f"models:/{name}@{alias}"
-
-    def load_model(self, model_uri: str):
-        """Load a Keras model from this store, e.g. `models:/NAME@champion`."""
-        import mlflow.keras
-
-        with _fluent_store(self.uri):
-            return mlflow.keras.load_model(model_uri)
 
     def log_table(self, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ import numpy as np
 
 from exceedance import data as data_module
 from exceedance.config import SIGMOID_COUNT, Config, ConfigError, Range, validate
+from exceedance.registry import load_model, register_model
 from exceedance.tracking import Tracker, connect
 
 CHAMPION = "champion"
@@ -143,10 +144,10 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
         tracker.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
         predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
         signature = infer_signature(x_test, predictions)
-        version, model_uri = tracker.register_model(run_id, shipped, signature, model_name, alias)
+        version, model_uri = register_model(tracker, run_id, shipped, signature, model_name, alias)
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
-    reloaded = tracker.load_model(model_uri)
+    reloaded = load_model(tracker, model_uri)
     diff = float(np.max(np.abs(reloaded.predict(x_test, batch_size=1024, verbose=0) - predictions)))
     return TrainResult(run_id, model_uri, version, {k: float(v) for k, v in test.items()}, len(x), diff)
