@@ -31,8 +31,8 @@ from exceedance.tracking import Tracker
 
 
 class Untracked:
-    """Tracking off: the `Tracker` calls a trial makes, each doing nothing (and, in
-    `UntrackedTuner`, no plots drawn for it)."""
+    """Tracking off: the `Tracker` calls a trial makes, each doing nothing (plots and the
+    front are switched off in `UntrackedTuner`)."""
 
     def start_trial(self, parent_id, trial_id, params=None):
         return f"off-{trial_id}"
@@ -40,14 +40,8 @@ class Untracked:
     def log_batch(self, run_id, metrics=(), params=None, tags=None):
         pass
 
-    def log_figure(self, run_id, figure, name):
-        pass
-
     def end_run(self, run_id, status):
         pass
-
-    def trial_records(self, parent_id):
-        return []
 
 
 def search(config: Config, tracked: bool, work: Path) -> tuple[list[dict[str, float]], float, float]:
