@@ -29,7 +29,8 @@ import numpy as np
 import exceedance.losses, exceedance.metrics, mlflow, mlflow.keras
 mlflow.set_tracking_uri(sys.argv[1])
 model = mlflow.keras.load_model(sys.argv[2])
-x, y = np.load(sys.argv[3])["x"], np.load(sys.argv[3])["y"]
+arrays = np.load(sys.argv[3])
+x, y = arrays["x"], arrays["y"]
 print(json.dumps({
     "predictions": model.predict(x, verbose=0).tolist(),
     "scores": model.evaluate(x, y, verbose=0, return_dict=True),

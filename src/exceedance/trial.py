@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -249,8 +250,15 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
     def flush(self, raise_errors: bool = True) -> None:
         """Wait for the tracking work queued so far; re-raise the first error it met, unless the
         search is already failing for another reason."""
-        pending, self._pending = self._pending, []
-        errors = [error for error in (future.exception() for future in pending) if error is not None]
+        self._collect(wait=True, raise_errors=raise_errors)
+
+    def _collect(self, wait: bool, raise_errors: bool = True) -> None:
+        """Forget finished tracking work (all of it, with `wait`) and re-raise its first error."""
+        if wait:
+            futures.wait(self._pending)
+        done = [future for future in self._pending if future.done()]
+        self._pending = [future for future in self._pending if not future.done()]
+        errors = [future.exception() for future in done if future.exception() is not None]
         if errors and raise_errors:
             raise errors[0]
 
@@ -272,7 +280,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             self._finished += 1
             if self._finished % FRONT_EVERY == 0:
                 self._later(self.publish_front, False)
-        self._raise_tracking_errors()
+        self._collect(wait=False)  # fail at the first tracking error, not at the search's end
         seconds = time.perf_counter() - self._started.pop(trial_id)
         timer = self._fit_timers.pop(trial_id, None)
         self.timings.append({"trial_s": seconds, "fit_s": getattr(timer, "seconds", 0.0)})
@@ -284,14 +292,6 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
                 f"search stopped: {limit} trials in a row failed (search.max_consecutive_failures={limit}); "
                 f"last reason: {reason[FAILURE_REASON]}. Narrow penalty.lam or search.learning_rate."
             )
-
-    def _raise_tracking_errors(self) -> None:
-        """Fail the search at the first tracking error, not at its end; drop finished work."""
-        finished = [future for future in self._pending if future.done()]
-        self._pending = [future for future in self._pending if not future.done()]
-        for future in finished:
-            if future.exception() is not None:
-                raise future.exception()
 
     def _progress_line(self, trial, done: bool, reason: dict[str, str], seconds: float) -> str:
         values = trial.hyperparameters.values

@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error
-from exceedance.cli.table import cell
+from exceedance.cli.table import front_line
 from exceedance.config import TrackingConfig
 from exceedance.pick import PickResult, Rule, run_pick
 
 COMMAND = "exceedance-pick"
-COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate", "run_id")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,10 +32,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def format_table(result: PickResult) -> str:
-    lines = ["   " + "  ".join(f"{c:>15}" for c in COLUMNS[:-1]) + "  run_id"]
+    lines = [f"   {front_line(None)}  run_id"]
     for row in result.rows:
         mark = " * " if row["run_id"] == result.picked["run_id"] else "   "
-        lines.append(mark + "  ".join(f"{cell(row[c]):>15}" for c in COLUMNS[:-1]) + f"  {row['run_id']}")
+        lines.append(f"{mark}{front_line(row)}  {row['run_id']}")
     return "\n".join(lines)
 
 

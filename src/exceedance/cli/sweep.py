@@ -11,21 +11,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from exceedance.cli.errors import exit_on_user_error, run_hydra
-from exceedance.cli.table import cell
+from exceedance.cli.table import front_line
 from exceedance.config import Config, register_configs
 from exceedance.sweep import SweepResult, run
 
 COMMAND = "exceedance-sweep"
 ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = ROOT / "conf"
-FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate")
 
 
 def format_front(result: SweepResult) -> str:
     """The Pareto-optimal trials as a fixed-width table."""
-    lines = ["  ".join(f"{c:>15}" for c in FRONT_COLUMNS)]
-    lines += ["  ".join(f"{cell(row[c]):>15}" for c in FRONT_COLUMNS) for row in result.front]
-    return "\n".join(lines)
+    return "\n".join(front_line(row) for row in [None, *result.front])
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

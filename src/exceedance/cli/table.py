@@ -1,4 +1,4 @@
-"""Fixed-width table cells shared by the commands that print a Pareto front."""
+"""The fixed-width Pareto-front table both `exceedance-sweep` and `exceedance-pick` print."""
 
 from __future__ import annotations
 
@@ -9,3 +9,11 @@ def cell(value) -> str:
         return f"{float(value):.4g}"
     except (TypeError, ValueError):
         return str(value)
+
+
+FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate")
+
+
+def front_line(row) -> str:
+    """One row (a dict with `FRONT_COLUMNS`), or the header when `row` is None."""
+    return "  ".join(f"{c if row is None else cell(row[c]):>15}" for c in FRONT_COLUMNS)
