@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,39 +68,76 @@ def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path
     assert "pareto.csv" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-def sweep_process(args: list[str], cwd: Path) -> subprocess.Popen:
+# Three trials of a few seconds each: long enough to interrupt the second one mid-training.
+SLOW_TRIALS = ["data.n_samples=3000", "search.max_trials=3", "search.epochs=30", "model.hidden_units=[16]"]
+
+
+def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """A sweep in its own process group, as a terminal runs it (Ctrl-C reaches the whole group)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "exceedance.cli.sweep", *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
+        start_new_session=True,
     )
+
+
+def in_second_trial(sweep: subprocess.Popen, client: MlflowClient) -> None:
+    """Return once trial 0 is done and trial 1 is training (its run exists)."""
+    for line in sweep.stdout:
+        if line.startswith("trial 0:"):
+            break
+    for _ in range(100):
+        if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
+            return
+        time.sleep(0.1)
+
+
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (the sweep's MLflow recording process)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def all_gone(pids: list[int], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
 
 
 @pytest.mark.parametrize("oracle", ["random", "grid"])
 def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
-    args = [
-        f"search={oracle}",
-        "data.n_samples=3000",
-        "search.max_trials=3",
-        "search.epochs=30",
-        "model.hidden_units=[16]",
-    ]
+    args = [f"search={oracle}", *SLOW_TRIALS]
     first = sweep_process(args, tmp_path)
-    for line in first.stdout:
-        if line.startswith("trial 0:"):
-            break
-    # Trial 1 has started (its run exists) and trains for a few seconds: kill it mid-trial.
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    for _ in range(100):
-        if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
-            break
-        subprocess.run(["sleep", "0.1"])
+    in_second_trial(first, client)
+    recorders = children(first.pid)
+    assert recorders, "the sweep records MLflow from a process of its own"
     first.send_signal(signal.SIGKILL)
     first.wait()
+    assert all_gone(recorders), "the recording process outlived a killed sweep"
 
     second = sweep_process(args, tmp_path)
     out, _ = second.communicate(timeout=600)
@@ -112,6 +150,24 @@ def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
     assert len(parents) == 1
     assert client.get_run(parents.pop()).info.status == "FINISHED"
     assert "trial 0:" not in out, "a finished trial was run again"
+
+
+def test_ctrl_c_ends_the_search_in_order_with_one_line(tmp_path):
+    sweep = sweep_process(SLOW_TRIALS, tmp_path, stderr=subprocess.PIPE)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    in_second_trial(sweep, client)
+    recorders = children(sweep.pid)
+    os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the recorder gets it too
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130
+    assert err.strip().splitlines()[-1] == "exceedance-sweep: interrupted (Ctrl-C); everything recorded so far is kept"
+    assert "Traceback" not in err
+    status = {r.data.tags["exceedance.trial_id"]: r.info.status for r in trial_runs(client)}
+    assert status == {"0": "FINISHED", "1": "KILLED"}
+    finished = next(r for r in trial_runs(client) if r.info.status == "FINISHED")
+    assert "predictions.png" in {a.path for a in client.list_artifacts(finished.info.run_id)}
+    assert client.get_run(finished.data.tags["mlflow.parentRunId"]).info.status == "KILLED"
+    assert all_gone(recorders)
 
 
 def test_three_parallel_writers_on_a_brand_new_sqlite_store(tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from exceedance import data as data_module
 from exceedance.config import Config, validate
-from exceedance.tracking import Tracker, connect
+from exceedance.recorder import Recorder
+from exceedance.tracking import connect
 
 
 class SearchStopped(RuntimeError):
@@ -59,7 +60,14 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     validate(config)
     dataset = data_module.load(config.data)
     uri = connect(config.tracking)
+    recorder = Recorder()  # starts now, alongside the TensorFlow import
+    try:
+        return _search(config, dataset, uri, recorder, report, tags or {})
+    finally:
+        recorder.close()
 
+
+def _search(config: Config, dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]) -> SweepResult:
     from exceedance.search import ExceedanceHyperModel, make_oracle
     from exceedance.trial import TrackedTuner, use_threads
 
@@ -69,15 +77,12 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     key = search_key(config)
-    tracker = Tracker(uri, config.name)
-    parent_id = tracker.start_search(key, config, tags or {}, fresh=config.search.overwrite)
-    tracker.close_orphans(parent_id)
+    parent_id = recorder.open(uri, config, key, tags)
     tuner = TrackedTuner(
         make_oracle(config),
         ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs),
         config,
-        tracker,
-        parent_id,
+        recorder,
         directory=str(Path(config.search.directory).resolve()),
         project_name=key,
         overwrite=config.search.overwrite,
@@ -87,10 +92,9 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
         tuner.search(dataset)
     except BaseException as err:
         tuner.flush(raise_errors=False)
-        tracker.end_run(parent_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        recorder.submit("finish", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED").result()
         raise
     tuner.flush()
-    front = [row for row in tuner.publish_front() if row["pareto"]]
-    tracker.end_run(parent_id, "FINISHED")
-    trials = len(tracker.trial_records(parent_id))
-    return SweepResult(uri, config.name, parent_id, front, tracker.ui_command(), trials)
+    rows, trials, ui_command = recorder.submit("finish", "FINISHED").result()
+    front = [row for row in rows if row["pareto"]]
+    return SweepResult(uri, config.name, parent_id, front, ui_command, trials)

@@ -10,25 +10,20 @@ import math
 import time
 from collections.abc import Callable
 from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import keras
 import keras_tuner as kt
-import numpy as np
 
-from exceedance import pareto, plots
 from exceedance.config import Config, ConfigError, SearchConfig
 from exceedance.data import Dataset
 from exceedance.metrics import evaluate_eagerly, training_metrics
+from exceedance.recorder import Recorder
 from exceedance.search import ExceedanceHyperModel
 from exceedance.sweep import SearchStopped
-from exceedance.tracking import Tracker
 
 FAILURE_REASON = "exceedance.failure_reason"
-# The parent's front (table and tags) is refreshed every this many finished trials, so a long
-# search shows it as it goes, and once more when the search ends (with its figure).
-FRONT_EVERY = 10
 # A trial's metrics go to MLflow in one batch when it ends, or sooner once this many seconds
 # have passed since its last batch: one transaction per short trial, live curves for long ones.
 SEND_EVERY_S = 5.0
@@ -72,7 +67,6 @@ class Unsent:
 
     metrics: list[tuple[str, float, int]] = field(default_factory=list)
     params: dict[str, object] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
     since: float = field(default_factory=time.perf_counter)
 
 
@@ -105,8 +99,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         oracle: the keras-tuner oracle.
         hypermodel: the search space.
         config: the search's configuration.
-        tracker: the MLflow side.
-        parent_id: the search's parent run.
+        recorder: the MLflow side, opened on the search's parent run.
         directory, project_name, overwrite: keras-tuner's project location and reuse policy.
         report: called with one progress line per finished trial.
     """
@@ -116,30 +109,24 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         oracle: kt.Oracle,
         hypermodel: ExceedanceHyperModel,
         config: Config,
-        tracker: Tracker,
-        parent_id: str,
+        recorder: Recorder,
         directory: str,
         project_name: str,
         overwrite: bool,
         report: Callable[[str], None] = print,
     ):
         super().__init__(oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite)
-        self.config, self.tracker, self.parent_id, self.report = config, tracker, parent_id, report
+        self.config, self.recorder, self.report = config, recorder, report
         self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
-        self._runs: dict[str, Future] = {}  # trial id -> its MLflow run id, once created
         self._plot_inputs: dict[str, tuple] = {}
         self._unsent: dict[str, Unsent] = {}
         self._started: dict[str, float] = {}
-        self._on_front: dict[str, bool] = {}
         self._failures_in_a_row = 0
-        self._finished = 0
         self._fit_timers: dict[str, FitTimer] = {}
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="exceedance-tracking")
         self._pending: list[Future] = []
         # Per finished or failed trial: wall time from its start to the end of its bookkeeping,
         # and the part of it spent in `fit`. Read by benchmarks/trial_overhead.py.
         self.timings: list[dict[str, float]] = []
-        self.background_s = 0.0  # total time of the tracking work done off the training thread
 
     def _populate_initial_space(self):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
@@ -163,26 +150,22 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             epochs=self._epochs(trial),
             batch_size=self.config.search.batch_size,
         )
-        self._runs[trial.trial_id] = self._later(self.tracker.start_trial, self.parent_id, trial.trial_id)
+        self._later("start_trial", trial.trial_id)
         self._unsent[trial.trial_id] = Unsent(params=params)
 
-    def _record(
-        self, trial_id: str, metrics: dict[str, float], step: int, tags: dict[str, str] | None = None, last=False
-    ) -> None:
-        """Add to what the trial has to send; send it all in one batch when `last`, or when the
-        previous batch is over `SEND_EVERY_S` old (so a long trial's curves stay live)."""
+    def _record(self, trial_id: str, metrics: dict[str, float], step: int) -> None:
+        """Add to what the trial has to send; send it if the previous batch is over
+        `SEND_EVERY_S` old (so a long trial's curves stay live)."""
         unsent = self._unsent[trial_id]
         unsent.metrics += [(k, v, step) for k, v in metrics.items()]
-        unsent.tags.update(tags or {})
-        if last or time.perf_counter() - unsent.since >= SEND_EVERY_S:
-            self._log_to_trial(trial_id, self.tracker.log_batch, unsent.metrics, unsent.params, unsent.tags)
-            self._unsent[trial_id] = Unsent()
+        if time.perf_counter() - unsent.since >= SEND_EVERY_S:
+            self._send(trial_id)
 
-    def _log_to_trial(self, trial_id: str, method: Callable, *args) -> Future:
-        """Queue `method(run_id, *args)` for the trial's run. The run is created by the first
-        task queued for the trial, so by the time this one runs its id is known."""
-        run = self._runs[trial_id]
-        return self._later(lambda: method(run.result(), *args))
+    def _send(self, trial_id: str) -> None:
+        unsent = self._unsent[trial_id]
+        if unsent.metrics or unsent.params:
+            self._later("log", trial_id, unsent.metrics, unsent.params)
+            self._unsent[trial_id] = Unsent()
 
     def _epochs(self, trial) -> int:
         # Hyperband sets a per-bracket epoch budget; other oracles train for search.epochs.
@@ -206,6 +189,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
                 timer,
             ],
         )
+        self._send(trial_id)  # the curves go to MLflow while the test rows are scored
         final = {k: v[-1] for k, v in history.history.items()}
         problem = divergence(final)
         if problem:
@@ -226,24 +210,10 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         threshold = float(trial.hyperparameters.values["threshold"])
         self._plot_inputs[trial.trial_id] = (predictions, threshold)
 
-    def _log_plots(self, run_id: str, predictions: np.ndarray, threshold: float) -> None:
-        # Loss curves need no picture: MLflow charts the per-epoch metrics of every run itself.
-        self.tracker.log_figure(
-            run_id, plots.prediction_histogram(predictions, self.config.data.limit, threshold), "predictions.png"
-        )
-
-    def _later(self, work: Callable, *args) -> Future:
-        """Queue MLflow work (runs, metrics, plots, the front) for the one tracking thread, which
-        does it in order while the training thread goes on."""
-
-        def timed():
-            started = time.perf_counter()
-            try:
-                return work(*args)
-            finally:
-                self.background_s += time.perf_counter() - started
-
-        future = self._background.submit(timed)
+    def _later(self, method: str, *args) -> Future:
+        """Queue MLflow work (runs, metrics, plots, the front) for the recording process, which
+        does it in order while training goes on."""
+        future = self.recorder.submit(method, *args)
         self._pending.append(future)
         return future
 
@@ -266,20 +236,15 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         trial_id = trial.trial_id
         done = trial.status == kt.engine.trial.TrialStatus.COMPLETED
         reason = {} if done else {FAILURE_REASON: _last_line(trial.message)}
-        self._record(trial_id, {}, 0, reason, last=True)
+        unsent = self._unsent.pop(trial_id)
+        status = "FINISHED" if done else "FAILED"
         # Wait until MLflow has the trial's end (and all sent before it) before keras-tuner
         # saves the trial as done: a search resumed after a crash relies on that order.
-        self._log_to_trial(trial_id, self.tracker.end_run, "FINISHED" if done else "FAILED").result()
-        del self._unsent[trial_id]
+        self._later("end_trial", trial_id, status, unsent.metrics, unsent.params, reason).result()
         super().on_trial_end(trial)
         plot_inputs = self._plot_inputs.pop(trial_id, None)
-        if plot_inputs is not None:
-            self._log_to_trial(trial_id, self._log_plots, *plot_inputs)
-        self._runs.pop(trial_id)
-        if done:
-            self._finished += 1
-            if self._finished % FRONT_EVERY == 0:
-                self._later(self.publish_front, False)
+        if done and plot_inputs is not None:
+            self._later("log_histogram", trial_id, *plot_inputs)
         self._collect(wait=False)  # fail at the first tracking error, not at the search's end
         seconds = time.perf_counter() - self._started.pop(trial_id)
         timer = self._fit_timers.pop(trial_id, None)
@@ -309,28 +274,3 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
             f"{text}  val {quality}={metrics.get_last_value('val_' + quality):.3f} "
             f"exceedance_rate={metrics.get_last_value('val_exceedance_rate'):.3f}  {seconds:.1f}s"
         )
-
-    def publish_front(self, plot: bool = True) -> list[dict]:
-        """Recompute the Pareto front over finished trials; refresh its table, tags and (with
-        `plot`) its figure."""
-        records = self.tracker.trial_records(self.parent_id)
-        if not records:
-            return []
-        quality = np.array([r.quality for r in records])
-        exceedance = np.array([r.exceedance_rate for r in records])
-        mask = pareto.front_mask(quality, exceedance, self.config.quality_direction)
-        rows = pareto.table(records, mask)
-        self.tracker.log_table(self.parent_id, rows, "pareto.csv")
-        if plot:
-            figure = plots.pareto_front(
-                quality, exceedance, [r.params["penalty"] for r in records], mask, self.config.data.quality
-            )
-            self.tracker.log_figure(self.parent_id, figure, "pareto.png")
-        changed = {
-            r.run_id: {"pareto": str(m).lower()}
-            for r, m in zip(records, mask, strict=True)
-            if self._on_front.get(r.run_id) != m
-        }
-        self.tracker.set_tags(changed)
-        self._on_front.update({r.run_id: bool(m) for r, m in zip(records, mask, strict=True)})
-        return rows

@@ -15,6 +15,7 @@ from exceedance.sweep import SearchStopped
 
 USAGE_ERROR = 2
 SEARCH_FAILED = 1
+INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
 
 
 def one_line(error: BaseException) -> str:
@@ -24,8 +25,8 @@ def one_line(error: BaseException) -> str:
 
 
 def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> Any:
-    """Call `entry`; turn a configuration error into one line on stderr and exit code 2, and a
-    stopped search into one line and exit code 1.
+    """Call `entry`; turn a configuration error into one line on stderr and exit code 2, a
+    stopped search into one line and exit code 1, and Ctrl-C into one line and exit code 130.
 
     Used both around Hydra (composition errors) and inside the task function, where exiting
     before Hydra sees the exception keeps it from logging a second line about the job.
@@ -38,6 +39,9 @@ def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> A
     except SearchStopped as err:
         print(f"{command}: {one_line(err)}", file=sys.stderr)
         sys.exit(SEARCH_FAILED)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted (Ctrl-C); everything recorded so far is kept", file=sys.stderr)
+        sys.exit(INTERRUPTED)
 
 
 def run_hydra(command: str, entry: Callable[[], None]) -> None:
