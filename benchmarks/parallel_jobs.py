@@ -5,7 +5,7 @@ model) through the joblib launcher into a fresh store, and reports trials per mi
 whole command. Thread settings are `search.intra_op_threads` / `search.inter_op_threads`
 (0 = TensorFlow's default, one thread per core).
 
-    python benchmarks/parallel_jobs.py [--trials 4]
+    python benchmarks/parallel_jobs.py [--trials 8]
 
 Prints a table and one JSON line.
 """
@@ -61,7 +61,7 @@ def run(jobs: int, intra: int, inter: int, trials: int, work: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=8)
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,6 +32,7 @@ def _start_process(parent_pid: int) -> None:
     search in order; the recorder must not die halfway through a write. It exits when the
     training process is gone (SIGKILL leaves it nobody to serve)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(10)  # on a busy CPU, training goes first; records catch up in its gaps
 
     def exit_with_parent():
         while os.getppid() == parent_pid:
