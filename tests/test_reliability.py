@@ -98,7 +98,8 @@ def in_second_trial(sweep: subprocess.Popen, client: MlflowClient) -> None:
 
 
 def children(pid: int) -> list[int]:
-    """Live processes whose parent is `pid` (the sweep's MLflow recording process)."""
+    """Live processes whose parent is `pid`: the sweep's MLflow recording process (and the
+    resource tracker that multiprocessing starts beside it)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -150,6 +151,25 @@ def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
     assert len(parents) == 1
     assert client.get_run(parents.pop()).info.status == "FINISHED"
     assert "trial 0:" not in out, "a finished trial was run again"
+
+
+def test_a_dead_recording_process_stops_the_search_with_one_line_and_a_rerun_resumes(tmp_path):
+    sweep = sweep_process(SLOW_TRIALS, tmp_path, stderr=subprocess.PIPE)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    in_second_trial(sweep, client)
+    (recorder,) = [pid for pid in children(sweep.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    os.kill(recorder, signal.SIGKILL)
+    _, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 1
+    assert "the MLflow recording process died" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+
+    rerun = sweep_process(SLOW_TRIALS, tmp_path)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert "trial 0:" not in out, "a recorded trial was run again"
+    finished = [r.data.tags["exceedance.trial_id"] for r in trial_runs(client) if r.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1", "2"]
 
 
 def test_ctrl_c_ends_the_search_in_order_with_one_line(tmp_path):

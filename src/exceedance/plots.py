@@ -1,7 +1,7 @@
 """Matplotlib figures from plain arrays.
 
 Figures are made with `Figure()` (Agg canvas), never through `pyplot`: they hold no global
-state, so they can be rendered off the training thread and need no closing.
+state, so they can be rendered in the recording process and need no closing.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ process they hold the GIL while Keras builds the next model and runs its Python 
 loop, and measurably slowed every trial. In their own process they only share the CPU.
 
 `search_record.SearchRecord` is the recording side and lives in that process; `Recorder` is
-the training side's handle: `submit("method", *args)` queues a call of `SearchRecord.method(*args)` and
-returns a `Future`. Calls run one at a time, in the order submitted, so a trial's run exists
-before its metrics arrive and its end is recorded after them.
+the training side's handle: `submit("method", *args)` queues a call of
+`SearchRecord.method(*args)` and returns a `Future`. Calls run one at a time, in the order
+submitted, so a trial's run exists before its metrics arrive and its end is recorded after them.
 """
 
 from __future__ import annotations
@@ -94,12 +94,10 @@ class Recorder:
             initargs=(os.getpid(),),
         )
         self._pool.submit(int)  # start the process now, not at the first call
-        self.parent_id = ""
 
     def open(self, uri: str, config: Config, search_key: str, tags: dict[str, str]) -> str:
         """Create or resume the search's parent run; return its id."""
-        self.parent_id = self._pool.submit(_open, uri, config, search_key, tags).result()
-        return self.parent_id
+        return self._pool.submit(_open, uri, config, search_key, tags).result()
 
     def submit(self, method: str, *args) -> Future:
         """Queue `SearchRecord.method(*args)`; its result or error comes back in the `Future`."""

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,18 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     recorder = Recorder()  # starts now, alongside the TensorFlow import
     try:
         return _search(config, dataset, uri, recorder, report, tags or {})
+    except BrokenProcessPool:
+        raise SearchStopped(
+            "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
+            "recorded are kept: rerun the same command to resume the search"
+        ) from None
     finally:
         recorder.close()
 
 
-def _search(config: Config, dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]) -> SweepResult:
+def _search(
+    config: Config, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
+) -> SweepResult:
     from exceedance.search import ExceedanceHyperModel, make_oracle
     from exceedance.trial import TrackedTuner, use_threads
 

@@ -24,8 +24,8 @@ from exceedance.search import ExceedanceHyperModel
 from exceedance.sweep import SearchStopped
 
 FAILURE_REASON = "exceedance.failure_reason"
-# A trial's metrics go to MLflow in one batch when it ends, or sooner once this many seconds
-# have passed since its last batch: one transaction per short trial, live curves for long ones.
+# A trial's curves go to MLflow in one batch when its fit ends, or sooner once this many seconds
+# have passed since its last batch: few transactions per short trial, live curves for long ones.
 SEND_EVERY_S = 5.0
 # keras-tuner prints the traceback of every failed trial by default; we record the reason as a
 # run tag and in the progress line instead.
