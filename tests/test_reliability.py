@@ -73,7 +73,9 @@ SLOW_TRIALS = ["data.n_samples=3000", "search.max_trials=3", "search.epochs=30",
 
 
 def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
-    """A sweep in its own process group, as a terminal runs it (Ctrl-C reaches the whole group)."""
+    """A sweep in its own process group, as a terminal runs it: Ctrl-C reaches the whole group,
+    and SIGINT is not ignored (as it is for a job a non-interactive shell puts in the background,
+    which the sweep would inherit)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "exceedance.cli.sweep", *args],
@@ -83,6 +85,7 @@ def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subp
         stderr=stderr,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
