@@ -100,35 +100,28 @@ def in_second_trial(sweep: subprocess.Popen, client: MlflowClient) -> None:
         time.sleep(0.1)
 
 
+def _live_parent(pid: int) -> int | None:
+    """The parent of a live process; None once it has exited (or is a zombie)."""
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return None if state == "Z" else int(ppid)
+
+
 def children(pid: int) -> list[int]:
     """Live processes whose parent is `pid`: the sweep's MLflow recording process (and the
     resource tracker that multiprocessing starts beside it)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except OSError:
-            continue
-        if int(ppid) == pid and state != "Z":
-            found.append(int(stat.parent.name))
-    return found
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _live_parent(int(p.name)) == pid]
 
 
 def all_gone(pids: list[int], within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
-        if not alive:
+        if all(_live_parent(p) is None for p in pids):
             return True
         time.sleep(0.2)
     return False
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
 
 
 @pytest.mark.parametrize("oracle", ["random", "grid"])

@@ -23,7 +23,7 @@ from typing import Any
 from exceedance.config import Config
 
 # The recording process's state: its one `SearchRecord`, and the time spent in its calls.
-_record = None  # a search_record.SearchRecord
+_search_record = None  # a search_record.SearchRecord
 _busy_s = 0.0
 
 
@@ -47,16 +47,16 @@ def _start_process(parent_pid: int) -> None:
 def _open(uri: str, config: Config, search_key: str, tags: dict[str, str]) -> str:
     from exceedance.search_record import SearchRecord
 
-    global _record
-    _record = SearchRecord(uri, config, search_key, tags)
-    return _record.parent_id
+    global _search_record
+    _search_record = SearchRecord(uri, config, search_key, tags)
+    return _search_record.parent_id
 
 
 def _call(method: str, *args) -> Any:
     global _busy_s
     started = time.perf_counter()
     try:
-        return getattr(_record, method)(*args)
+        return getattr(_search_record, method)(*args)
     finally:
         _busy_s += time.perf_counter() - started
 
