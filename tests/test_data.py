@@ -15,7 +15,7 @@ def test_synthetic_has_the_requested_share_above_the_limit():
 
 
 def test_split_is_deterministic_and_disjoint():
-    a, b = load(DataConfig(n_samples=200)), load(DataConfig(n_samples=200))
+    a, b = load(DataConfig(n_samples=200, limit=1.0)), load(DataConfig(n_samples=200, limit=1.0))
     np.testing.assert_array_equal(a.x_val, b.x_val)
     assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (120, 40, 40)
     assert a.x_train.dtype == np.float32 and a.y_train.shape == (120, 4)
@@ -24,7 +24,7 @@ def test_split_is_deterministic_and_disjoint():
 
 @pytest.mark.parametrize(("name", "rows", "outputs"), [("diabetes", 442, 1), ("breast_cancer", 569, 1)])
 def test_bundled_sklearn_sets(name, rows, outputs):
-    data = load(DataConfig(name=name))
+    data = load(DataConfig(name=name, limit=1.0))
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == rows
     assert data.n_outputs == outputs
 
@@ -36,14 +36,14 @@ def write_csv(path, rows):
 def test_csv_with_named_target(tmp_path):
     path = tmp_path / "d.csv"
     write_csv(path, [(i, i * 2, i % 3) for i in range(30)])
-    data = load(DataConfig(name="file", path=str(path), targets=["peak"]))
+    data = load(DataConfig(name="file", limit=1.0, path=str(path), targets=["peak"]))
     assert (data.n_features, data.n_outputs) == (2, 1)
 
 
 def test_npz_with_named_arrays(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x=np.ones((20, 5)), y1=np.zeros(20), y2=np.zeros((20, 2)))
-    data = load(DataConfig(name="file", path=str(path), targets=["y1", "y2"]))
+    data = load(DataConfig(name="file", limit=1.0, path=str(path), targets=["y1", "y2"]))
     assert (data.n_features, data.n_outputs) == (5, 3)
 
 
@@ -61,4 +61,4 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, targets, message):
     if content is not None:
         write_csv(path, content)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load(DataConfig(name="file", path=str(path), targets=targets))
+        load(DataConfig(name="file", limit=1.0, path=str(path), targets=targets))

@@ -17,7 +17,8 @@ from mlflow.entities import Metric, Param
 from conftest import compose_config, free_port
 from exceedance.cli.pick import main
 from exceedance.config import TrackingConfig
-from exceedance.tracking import Tracker, connect
+from exceedance.stores import connect
+from exceedance.tracking import Tracker
 from exceedance.trial_store import open_trial_store
 
 QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
@@ -154,7 +155,10 @@ def test_pick_of_a_missing_store_says_so_and_creates_nothing(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["known", "--max-exceedance", "-0.01"], "no finished trial satisfies the rule"),
+        (["known", "--max-exceedance", "nan"], "--max-exceedance: must be a rate in 0..1, got nan"),
+        (["known", "--max-exceedance", "-0.01"], "--max-exceedance: must be a rate in 0..1, got -0.01"),
+        (["known", "--min-quality", "inf"], "--min-quality: must be a finite number, got inf"),
+        (["bad'name", "--knee"], "experiment \"bad'name\" does not exist"),
         (["known", "--min-quality", "0.95"], "no finished trial satisfies the rule"),
         (["nope", "--knee"], "experiment 'nope' does not exist"),
     ],

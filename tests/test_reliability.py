@@ -89,15 +89,19 @@ def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subp
     )
 
 
-def in_second_trial(sweep: subprocess.Popen, client: MlflowClient) -> None:
-    """Return once trial 0 is done and trial 1 is training (its run exists)."""
+def in_second_trial(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
+    """Return a client on the sweep's store once trial 0 is done and trial 1 is training (its
+    run exists). The client is made only then: MLflow creates and migrates a store in
+    `MlflowClient()`, and doing so beside the sweep while it does the same races."""
     for line in sweep.stdout:
         if line.startswith("trial 0:"):
             break
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     for _ in range(100):
         if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
-            return
+            break
         time.sleep(0.1)
+    return client
 
 
 def _live_parent(pid: int) -> int | None:
@@ -128,8 +132,7 @@ def all_gone(pids: list[int], within_s: float = 10.0) -> bool:
 def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
     args = [f"search={oracle}", *SLOW_TRIALS]
     first = sweep_process(args, tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    in_second_trial(first, client)
+    client = in_second_trial(first, tmp_path)
     recorders = children(first.pid)
     assert recorders, "the sweep records MLflow from a process of its own"
     first.send_signal(signal.SIGKILL)
@@ -151,8 +154,7 @@ def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
 
 def test_a_dead_recording_process_stops_the_search_with_one_line_and_a_rerun_resumes(tmp_path):
     sweep = sweep_process(SLOW_TRIALS, tmp_path, stderr=subprocess.PIPE)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    in_second_trial(sweep, client)
+    client = in_second_trial(sweep, tmp_path)
     (recorder,) = [pid for pid in children(sweep.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     os.kill(recorder, signal.SIGKILL)
     _, err = sweep.communicate(timeout=120)
@@ -170,8 +172,7 @@ def test_a_dead_recording_process_stops_the_search_with_one_line_and_a_rerun_res
 
 def test_ctrl_c_ends_the_search_in_order_with_one_line(tmp_path):
     sweep = sweep_process(SLOW_TRIALS, tmp_path, stderr=subprocess.PIPE)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    in_second_trial(sweep, client)
+    client = in_second_trial(sweep, tmp_path)
     recorders = children(sweep.pid)
     os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the recorder gets it too
     _, err = sweep.communicate(timeout=120)

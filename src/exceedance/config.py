@@ -8,11 +8,16 @@ written to MLflow. This module must stay cheap to import: no Keras, no TensorFlo
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING
+
+from exceedance.errors import ConfigError
 
 SIGMOID_COUNT = "sigmoid_count"
 PENALTY_FORMS = ("l1", "l2", SIGMOID_COUNT)
@@ -22,10 +27,18 @@ DATASETS = ("synthetic", "diabetes", "breast_cancer", "file")
 # regression stand-in for accuracy: the share of predictions within `tolerance` of the target.
 QUALITY_DIRECTIONS = {"within_tolerance": "max", "accuracy": "max", "mae": "min", "mse": "min"}
 OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the field and what is allowed."""
+# Names Keras resolves (`keras.losses.get`, `keras.activations.get`), checked here so a typo fails
+# before TensorFlow starts; tests/test_config.py checks each one resolves in Keras.
+BASE_LOSSES = ("mse", "mae", "huber", "log_cosh", "msle", "binary_crossentropy")
+ACTIVATIONS = (
+    "relu", "tanh", "sigmoid", "elu", "selu", "gelu", "silu", "swish", "softplus", "softsign",
+    "leaky_relu", "relu6", "mish", "hard_sigmoid", "exponential", "linear",
+)  # fmt: skip
+# An experiment name becomes a folder name (tuner, Hydra, picks) and part of MLflow filter
+# strings: letters, digits, '.', '_' and '-', starting with a letter or digit.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Seeds go to NumPy, Python and TensorFlow; trial i trains with search.seed + i.
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
@@ -41,7 +54,8 @@ class DataConfig:
     """Which data set to train on, and the evaluation limit every trial is measured against."""
 
     name: str = "synthetic"
-    limit: float = 1.0
+    # Every data option sets it; for your own file it is required, in your targets' units.
+    limit: float = MISSING
     quality: str = "within_tolerance"
     tolerance: float = 0.25
     seed: int = 0
@@ -52,10 +66,16 @@ class DataConfig:
     n_features: int = 8
     n_outputs: int = 4
     exceed_share: float = 0.3
-    # file only: a .csv (features = every column not in `targets`) or a .npz (arrays by name)
+    # file only: a .csv with a header row, or a .npz of named arrays. `targets` and `features`
+    # take a list of names or a single name. Features: csv columns (default: every column that
+    # is not a target), npz arrays (default: the array `x`).
     path: str = ""
-    targets: list[str] = field(default_factory=list)
-    features: str = "x"
+    targets: Any = field(default_factory=list)
+    features: Any = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.targets = _names(self.targets)
+        self.features = _names(self.features)
 
 
 @dataclass
@@ -133,11 +153,39 @@ class Config:
         return QUALITY_DIRECTIONS[self.data.quality]
 
 
+def _names(value: Any) -> list:
+    """`data.targets=peak` and `data.targets=[peak]` mean the same."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def safe_name(value: Any, field_name: str = "name") -> str:
+    """`value` if it is usable as an experiment name and a folder name; else `ConfigError`.
+
+    Example:
+        `safe_name("../../x")` raises ``name: '../../x' cannot name an experiment; ...``.
+    """
+    text = str(value)
+    _require(
+        NAME_PATTERN.fullmatch(text) is not None,
+        field_name,
+        f"{text!r} cannot name an experiment; use up to 100 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit",
+    )
+    return text
+
+
 def register_configs() -> None:
-    """Register the schema so `conf/config.yaml` can start from it (`defaults: [base_config]`)."""
+    """Register the schema so `conf/config.yaml` can start from it (`defaults: [base_config]`),
+    and the `safe_name` resolver its output folders go through (`${safe_name:${name}}`)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="base_config", node=Config)
+    OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)
 
 
 def _require(ok: bool, field_name: str, message: str) -> None:
@@ -174,6 +222,9 @@ def validate(config: Config) -> None:
             ``penalty.temperature.low: must be > 0, got 0.0``.
     """
     data, penalty, search = config.data, config.penalty, config.search
+    safe_name(config.name)
+    for name, seed in (("data.seed", data.seed), ("search.seed", search.seed)):
+        _require(0 <= seed <= MAX_SEED, name, f"must be in 0..{MAX_SEED}, got {seed}")
     _one_of(data.name, DATASETS, "data.name")
     _finite(data.limit, "data.limit")
     _one_of(data.quality, tuple(QUALITY_DIRECTIONS), "data.quality")
@@ -186,9 +237,22 @@ def validate(config: Config) -> None:
         _require(getattr(data, name) >= 1, f"data.{name}", f"must be >= 1, got {getattr(data, name)}")
     if data.name == "file":
         _require(bool(data.path), "data.path", "is required when data.name=file (a .csv or .npz file)")
-        _require(bool(data.targets), "data.targets", "is required when data.name=file (target columns)")
+        _require(bool(data.targets), "data.targets", "is required when data.name=file, e.g. data.targets=peak or [a,b]")
+    for name in ("targets", "features"):
+        values = getattr(data, name)
+        _require(
+            all(isinstance(v, str) and v for v in values),
+            f"data.{name}",
+            f"expected column or array names, got {values}",
+        )
+        duplicated = sorted({v for v in values if values.count(v) > 1})
+        _require(not duplicated, f"data.{name}", f"names {duplicated} are given twice")
+    both = sorted(set(data.targets) & set(data.features))
+    _require(not both, "data.features", f"{both} are also targets; a target cannot be a feature")
 
     _one_of(config.model.output_activation, OUTPUT_ACTIVATIONS, "model.output_activation")
+    _one_of(config.model.activation, ACTIVATIONS, "model.activation")
+    _one_of(penalty.base_loss, BASE_LOSSES, "penalty.base_loss")
     _require(
         all(u >= 1 for u in config.model.hidden_units),
         "model.hidden_units",
@@ -223,4 +287,27 @@ def validate(config: Config) -> None:
         "must be empty with tracking=server (the server's address is tracking.host:tracking.port)",
     )
     _require(config.tracking.timeout_s > 0, "tracking.timeout_s", f"must be > 0, got {config.tracking.timeout_s}")
-    _require(bool(config.name.strip()), "name", "must not be empty (it names the MLflow experiment)")
+    check_builder(config.model)
+
+
+def check_builder(model: ModelConfig) -> None:
+    """Raise `ConfigError` unless `model._target_` is a function that takes the model fields and
+    `model.options` (imports its module, which for `exceedance.models` does not import Keras)."""
+    module_name, _, function = model._target_.rpartition(".")
+    hint = "give a function as package.module.function, e.g. exceedance.models.build_mlp"
+    _require(bool(module_name), "model._target_", f"{model._target_!r} is not a dotted path; {hint}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # an ImportError, or whatever the user's module raises on import
+        raise ConfigError(f"model._target_: cannot import {module_name!r} ({err}); {hint}") from None
+    builder = getattr(module, function, None)
+    _require(callable(builder), "model._target_", f"{module_name!r} has no function {function!r}; {hint}")
+    fields = {"hidden_units": list(model.hidden_units), "activation": model.activation}
+    fields["output_activation"] = model.output_activation
+    try:
+        inspect.signature(builder).bind(1, 1, **fields, **dict(model.options))
+    except TypeError as err:
+        raise ConfigError(
+            f"model.options: {model._target_} cannot take {sorted(model.options)} ({err}); "
+            f"it takes {list(inspect.signature(builder).parameters)[2:]}"
+        ) from None

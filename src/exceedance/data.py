@@ -76,42 +76,96 @@ def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _read_csv(path: Path, targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    with path.open(newline="") as handle:
+FIX_FEATURES = "name the feature columns with data.features=[a,b] (every other column is left out)"
+
+
+def _read_csv(path: Path, targets: list[str], features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
             raise ConfigError(f"data.path: {path} is empty; expected a header row of column names")
         rows = list(reader)
-    missing = [t for t in targets if t not in header]
-    if missing:
-        raise ConfigError(f"data.targets: columns {missing} not in {path}; columns are {header}")
-    try:
-        table = np.asarray(rows, dtype=np.float64)
-    except ValueError as err:
-        raise ConfigError(f"data.path: {path} has a non-numeric value ({err})") from None
-    target_idx = [header.index(t) for t in targets]
-    feature_idx = [i for i in range(len(header)) if i not in target_idx]
-    return table[:, feature_idx], table[:, target_idx]
-
-
-def _read_npz(path: Path, features: str, targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as arrays:
-        missing = [t for t in [features, *targets] if t not in arrays.files]
+    header = [name.strip() for name in header]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise ConfigError(f"data.path: {path} names columns {twice} more than once; column names must be unique")
+    for field_name, names in (("targets", targets), ("features", features)):
+        missing = [t for t in names if t not in header]
         if missing:
-            raise ConfigError(f"data.targets: arrays {missing} not in {path}; arrays are {arrays.files}")
-        x = arrays[features]
-        columns = [arrays[t].reshape(len(arrays[t]), -1) for t in targets]
-    return x, np.concatenate(columns, axis=1)
+            raise ConfigError(f"data.{field_name}: columns {missing} not in {path}; columns are {header}")
+    short = next((i for i, row in enumerate(rows) if len(row) != len(header)), None)
+    if short is not None:
+        raise ConfigError(
+            f"data.path: row {short + 2} of {path} has {len(rows[short])} cells, the header {len(header)}"
+        )
+    features = features or [name for name in header if name not in targets]
+    if not features:
+        raise ConfigError(f"data.path: {path} has no feature columns besides the targets {targets}")
+
+    def column(name: str) -> np.ndarray:
+        i = header.index(name)
+        try:
+            return np.array([float(row[i]) for row in rows])
+        except ValueError:
+            bad = next(n for n, row in enumerate(rows) if not _is_number(row[i]))
+            hint = "" if name in targets else f", or {FIX_FEATURES}"
+            raise ConfigError(
+                f"data.path: column {name!r} of {path} has a non-numeric value {rows[bad][i]!r} in row {bad + 2}; "
+                f"clean it{hint}"
+            ) from None
+
+    return np.stack([column(f) for f in features], axis=1), np.stack([column(t) for t in targets], axis=1)
 
 
-def read_file(path: str, targets: list[str], features: str = "x") -> tuple[np.ndarray, np.ndarray]:
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_npz(path: Path, features: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    features = features or ["x"]
+    with np.load(path, allow_pickle=False) as arrays:
+        for field_name, names in (("targets", targets), ("features", features)):
+            missing = [t for t in names if t not in arrays.files]
+            if missing:
+                raise ConfigError(f"data.{field_name}: arrays {missing} not in {path}; arrays are {arrays.files}")
+        loaded = {name: arrays[name] for name in [*features, *targets]}
+    for name, array in loaded.items():
+        if array.ndim == 0 or array.ndim > 2:
+            raise ConfigError(
+                f"data.path: array {name!r} of {path} has shape {array.shape}; expected rows first, 1-D or 2-D"
+            )
+        if not _real(array):
+            raise ConfigError(f"data.path: array {name!r} of {path} holds {array.dtype} values; expected real numbers")
+
+    def columns(names: list[str]) -> np.ndarray:
+        rows = {len(loaded[n]) for n in names}
+        if len(rows) > 1:
+            raise ConfigError(f"data.path: arrays {names} of {path} have different row counts {sorted(rows)}")
+        return np.concatenate([loaded[n].reshape(len(loaded[n]), -1) for n in names], axis=1)
+
+    return columns(features), columns(targets)
+
+
+def _real(array: np.ndarray) -> bool:
+    return array.dtype.kind in "biuf"  # bool, integers, floats: not complex, text, objects or dates
+
+
+def read_file(path: str, targets: list[str], features: list[str] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Load features and targets from a `.csv` (header row) or `.npz` (arrays by name).
+
+    Every way a file can be unusable (unreadable, undecodable, not the format its name says,
+    truncated, non-numeric) raises `ConfigError` naming the file.
 
     Args:
         path: the file.
         targets: target column names (csv) or array names (npz).
-        features: npz only: the name of the feature array.
+        features: feature column names (csv; default every non-target column) or array names
+            (npz; default `x`).
 
     Returns:
         `(x, y)` as arrays with rows first.
@@ -119,23 +173,51 @@ def read_file(path: str, targets: list[str], features: str = "x") -> tuple[np.nd
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"data.path: file {path!r} does not exist")
-    if file.suffix == ".csv":
-        return _read_csv(file, list(targets))
-    if file.suffix == ".npz":
-        return _read_npz(file, features, list(targets))
-    raise ConfigError(f"data.path: {path!r} must end in .csv or .npz")
+    if file.suffix not in (".csv", ".npz"):
+        raise ConfigError(f"data.path: {path!r} must end in .csv or .npz")
+    try:
+        if file.suffix == ".csv":
+            return _read_csv(file, list(targets), list(features))
+        return _read_npz(file, list(features), list(targets))
+    except ConfigError:
+        raise
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"data.path: {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"data.path: cannot read {path} ({err.strerror or err})") from None
+    except Exception as err:  # zip, pickle and format errors of a damaged or foreign file
+        kind = "a CSV file" if file.suffix == ".csv" else "an .npz archive"
+        raise ConfigError(f"data.path: {path} is not a readable {kind} ({type(err).__name__}: {err})") from None
+
+
+# Scaled features and targets train in float32: values beyond this overflow it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every array a loader returns passes here: shapes, dtypes and ranges training can use."""
+    x, y = np.asarray(x), np.asarray(y)
+    for name, array in (("features", x), ("targets", y)):
+        if not _real(array):
+            raise ConfigError(f"data: {name} hold {array.dtype} values; expected real numbers")
     y = y.reshape(len(y), -1) if y.ndim == 1 else y
     if x.ndim != 2 or y.ndim != 2:
         raise ConfigError(f"data: features must be 2-D and targets 1-D or 2-D, got {x.shape} and {y.shape}")
+    if x.shape[1] == 0 or y.shape[1] == 0:
+        raise ConfigError(f"data: need at least one feature and one target column, got {x.shape[1]} and {y.shape[1]}")
     if len(x) != len(y):
         raise ConfigError(f"data: {len(x)} feature rows but {len(y)} target rows")
     if len(x) < 10:
         raise ConfigError(f"data: need at least 10 rows to split, got {len(x)}")
+    x, y = x.astype(np.float64), y.astype(np.float64)
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ConfigError("data: features or targets contain NaN or inf; clean or impute them first")
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.max(np.abs(x), axis=0) + np.std(x, axis=0)
+    if not (np.isfinite(spread).all() and max(np.abs(x).max(), np.abs(y).max()) < FLOAT32_MAX):
+        raise ConfigError(
+            f"data: values too large to train on (beyond {FLOAT32_MAX:.3g}, the float32 range); rescale them first"
+        )
     return x, y
 
 
@@ -149,7 +231,11 @@ def split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: floa
     std[std == 0] = 1.0
 
     def part(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return ((x[idx] - mean) / std).astype(np.float32), y[idx].astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((x[idx] - mean) / std).astype(np.float32)
+        if not np.isfinite(scaled).all():
+            raise ConfigError("data: a feature column cannot be standardized (its spread is too small for its values)")
+        return scaled, y[idx].astype(np.float32)
 
     return Dataset(*part(train), *part(val), *part(test), feature_mean=mean, feature_std=std)
 
@@ -171,5 +257,5 @@ def load(config: DataConfig) -> Dataset:
         x, y = read_file(config.path, config.targets, config.features)
     else:
         x, y = _sklearn(config.name)
-    x, y = _check(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+    x, y = _check(x, y)
     return split(x, y, config.val_fraction, config.test_fraction, config.seed)

@@ -1,8 +1,12 @@
-"""Model builders. A builder is any callable `(n_features, n_outputs, **model_fields) -> Model`."""
+"""Model builders. A builder is any callable `(n_features, n_outputs, **model_fields) -> Model`.
+
+Keras is imported inside the builder, so `config.validate` can check a builder's signature
+against `model.options` before TensorFlow starts.
+"""
 
 from __future__ import annotations
 
-import keras
+from typing import Any
 
 
 def build_mlp(
@@ -11,8 +15,12 @@ def build_mlp(
     hidden_units: list[int],
     activation: str = "relu",
     output_activation: str = "linear",
-    **options,
-) -> keras.Model:
+    kernel_initializer: str = "glorot_uniform",
+    kernel_regularizer: Any = None,
+    bias_regularizer: Any = None,
+    use_bias: bool = True,
+    dropout: float = 0.0,
+):
     """A plain multilayer perceptron.
 
     Args:
@@ -21,14 +29,26 @@ def build_mlp(
         hidden_units: units per hidden layer.
         activation: hidden-layer activation.
         output_activation: `linear`, or `sigmoid` for outputs bounded in (0, 1).
-        **options: passed to every hidden `Dense` layer (e.g. `kernel_regularizer`).
+        kernel_initializer, kernel_regularizer, bias_regularizer, use_bias: for every hidden
+            `Dense` layer (set them as `model.options.kernel_regularizer=l2`).
+        dropout: dropout rate after every hidden layer (0 = none).
 
     Returns:
         An uncompiled `keras.Model`.
     """
+    import keras
+
+    dense = {
+        "kernel_initializer": kernel_initializer,
+        "kernel_regularizer": kernel_regularizer,
+        "bias_regularizer": bias_regularizer,
+        "use_bias": use_bias,
+    }
     inputs = keras.Input(shape=(n_features,))
     hidden = inputs
     for units in hidden_units:
-        hidden = keras.layers.Dense(units, activation=activation, **options)(hidden)
+        hidden = keras.layers.Dense(units, activation=activation, **dense)(hidden)
+        if dropout:
+            hidden = keras.layers.Dropout(dropout)(hidden)
     outputs = keras.layers.Dense(n_outputs, activation=output_activation)(hidden)
     return keras.Model(inputs, outputs, name="mlp")

@@ -6,6 +6,7 @@ and runs anywhere the store is reachable.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import numpy as np
 import yaml
 
 from exceedance import pareto, plots
-from exceedance.config import QUALITY_DIRECTIONS, ConfigError, TrackingConfig
-from exceedance.tracking import resolve_uri
+from exceedance.config import QUALITY_DIRECTIONS, TrackingConfig
+from exceedance.errors import ConfigError, redact
+from exceedance.stores import check_store, resolve_uri
 from exceedance.trial_store import open_trial_store
 
 
@@ -26,6 +28,13 @@ class Rule:
     max_exceedance: float | None = None
     min_quality: float | None = None
     knee: bool = False
+
+    def check(self) -> None:
+        """Raise `ConfigError` for a bound no trial can be compared with (nan, inf, a rate outside 0..1)."""
+        if self.max_exceedance is not None and not 0 <= self.max_exceedance <= 1:
+            raise ConfigError(f"--max-exceedance: must be a rate in 0..1, got {self.max_exceedance}")
+        if self.min_quality is not None and not np.isfinite(self.min_quality):
+            raise ConfigError(f"--min-quality: must be a finite number, got {self.min_quality}")
 
     def describe(self) -> str:
         if self.max_exceedance is not None:
@@ -45,6 +54,7 @@ class PickResult:
     records: list[pareto.TrialRecord]
     picked_index: int
     on_front: np.ndarray
+    tracking_uri: str = ""
 
 
 def _choose(rule: Rule, quality: np.ndarray, exceedance: np.ndarray, direction: str) -> int | None:
@@ -118,14 +128,18 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
     Returns:
         The result, the PNG path and the exported config path.
     """
+    rule.check()
+    check_out_dir(out_dir)
     uri = resolve_uri(tracking)
+    check_store(uri, tracking.timeout_s, create=False)
     store = open_trial_store(uri)
     experiment_id = store.experiment_id(experiment)
     if experiment_id is None:
-        raise ConfigError(f"experiment {experiment!r} does not exist at {uri}; run a sweep with name={experiment}")
+        raise ConfigError(
+            f"experiment {experiment!r} does not exist at {redact(uri)}; run a sweep with name={experiment}"
+        )
     trials = store.finished_trials(experiment_id)
     result = pick([trial for trial, _ in trials], rule)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = result.records
     figure = plots.pareto_front(
         np.array([r.quality for r in records]),
@@ -135,9 +149,24 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
         result.quality_name,
         picked=result.picked_index,
     )
+    picked, search_run = trials[result.picked_index]
+    config_text = store.run_config(search_run)
+    # Files first, the tag last: a pick that could not export leaves the earlier pick standing.
+    out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "pareto.png"
     figure.savefig(png, dpi=100)
-    picked, search_run = trials[result.picked_index]
-    store.set_tag(picked.run_id, "picked", "true")
-    exported = export_config(store.run_config(search_run), picked, out_dir / "picked.yaml")
+    exported = export_config(config_text, picked, out_dir / "picked.yaml")
+    store.mark_picked(experiment_id, picked.run_id)
+    result.tracking_uri = uri
     return result, png, exported
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Raise `ConfigError` unless `out_dir` is, or can be made, a writable folder."""
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out: {existing} is a file, not a folder; give a folder for pareto.png and picked.yaml")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: {existing} is not writable; give a folder you can write to")

@@ -12,31 +12,49 @@ submitted, so a trial's run exists before its metrics arrive and its end is reco
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 from exceedance.config import Config
+from exceedance.errors import TrackingLost, redact
 
-# The recording process's state: its one `SearchRecord`, and the time spent in its calls.
+# The recording process's state: its one `SearchRecord`, the time spent in its calls, and the
+# lock that keeps the watchdog's last writes from interleaving with a call.
 _search_record = None  # a search_record.SearchRecord
 _busy_s = 0.0
+_calls = threading.Lock()
+# MLflow's HTTP client retries a failed request 7 times with a backoff of up to minutes, and
+# waits 120 s for an answer: a dead server would hang the sweep for many minutes. Bounded here.
+HTTP_RETRIES = 2
 
 
-def _start_process(parent_pid: int) -> None:
+def _start_process(parent_pid: int, timeout_s: float) -> None:
     """Set up the recording process: Ctrl-C goes to the training process, which then ends the
-    search in order; the recorder must not die halfway through a write. It exits when the
-    training process is gone (SIGKILL leaves it nobody to serve)."""
+    search in order; the recorder must not die halfway through a write. When the training
+    process is gone however it ended (SIGKILL, out of memory, a launcher killing its job), the
+    recorder closes the search's open runs as KILLED, so nothing is left RUNNING, and exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(10)  # on a busy CPU, training goes first; records catch up in its gaps
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_s))))
 
     def exit_with_parent():
         while os.getppid() == parent_pid:
             time.sleep(0.5)
+        with _calls:
+            if _search_record is not None:
+                try:
+                    _search_record.abandon()
+                except Exception:
+                    pass  # the store is gone too; a rerun marks what is left
         os._exit(0)
 
     threading.Thread(target=exit_with_parent, daemon=True).start()
@@ -48,7 +66,8 @@ def _open(uri: str, config: Config, search_key: str, tags: dict[str, str]) -> st
     from exceedance.search_record import SearchRecord
 
     global _search_record
-    _search_record = SearchRecord(uri, config, search_key, tags)
+    with _calls, _lost(uri):
+        _search_record = SearchRecord(uri, config, search_key, tags)
     return _search_record.parent_id
 
 
@@ -56,9 +75,34 @@ def _call(method: str, *args) -> Any:
     global _busy_s
     started = time.perf_counter()
     try:
-        return getattr(_search_record, method)(*args)
+        with _calls, _lost(_search_record.tracker.uri):
+            return getattr(_search_record, method)(*args)
     finally:
         _busy_s += time.perf_counter() - started
+
+
+@contextmanager
+def _lost(uri: str):
+    """Any failure to record becomes one `TrackingLost` line for the training process: which
+    store stopped taking records, why, and that a rerun resumes."""
+    try:
+        yield
+    except Exception as err:
+        raise TrackingLost(lost_message(uri, err)) from None
+
+
+def lost_message(uri: str, err: BaseException) -> str:
+    """What to tell a user whose store stopped taking records mid-search."""
+    text = redact(" ".join(str(err).split()))
+    resume = "then rerun the same command to resume"
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        where = err.filename or "the MLflow artifacts"
+        return f"search stopped: no space left to write {where}; free some space, {resume}"
+    if "full" in text and ("database" in text or "disk" in text):
+        return f"search stopped: the MLflow store {redact(uri)} is full ({text[:120]}); free some space, {resume}"
+    if uri.startswith(("http://", "https://")):
+        return f"search stopped: the tracking server at {redact(uri)} stopped answering; start it again, {resume}"
+    return f"search stopped: recording to {redact(uri)} failed ({type(err).__name__}: {text[:200]}); {resume}"
 
 
 def _busy_seconds() -> float:
@@ -86,12 +130,12 @@ class Recorder:
     search's parent run; nothing is written to MLflow before it.
     """
 
-    def __init__(self):
+    def __init__(self, timeout_s: float = 5.0):
         self._pool = ProcessPoolExecutor(
             max_workers=1,
             mp_context=_spawning(),
             initializer=_start_process,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), timeout_s),
         )
         self._pool.submit(int)  # start the process now, not at the first call
 

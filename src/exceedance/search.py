@@ -133,7 +133,9 @@ def make_oracle(config: Config) -> kt.Oracle:
     search = config.search
     common = {
         "objective": objective(config),
-        "seed": search.seed,
+        # keras-tuner replaces a falsy seed (our default 0) with a random one: shift by one so
+        # every seed, 0 included, gives the same proposals on every run.
+        "seed": search.seed + 1,
         # One above ours: `TrackedTuner` stops first, with a clear message and the run recorded.
         "max_consecutive_failed_trials": search.max_consecutive_failures + 1,
     }

@@ -35,6 +35,7 @@ class SearchRecord:
         self._runs: dict[str, str] = {}  # trial id -> its run, until the trial is recorded in full
         self._on_front: dict[str, bool] = {}
         self._finished = 0
+        self._ended = False
 
     def start_trial(self, trial_id: str) -> None:
         self._runs[trial_id] = self.tracker.start_trial(self.parent_id, trial_id)
@@ -90,8 +91,20 @@ class SearchRecord:
         which a trial cut short (Ctrl-C) shares. Returns the front's rows, the number of
         finished trials and how to browse them."""
         rows = self.publish_front() if status == "FINISHED" else []
+        finished = len(self.tracker.trial_records(self.parent_id))
+        if status == "FINISHED" and finished == 0:
+            status = "FAILED"  # a search in which no trial finished has no front to show
+        self._end(status)
+        return rows, finished, self.tracker.ui_command()
+
+    def abandon(self) -> None:
+        """The training process is gone without ending the search: close what is open as KILLED."""
+        if not self._ended:
+            self._end("KILLED")
+
+    def _end(self, status: str) -> None:
         for run_id in self._runs.values():
             self.tracker.end_run(run_id, status)
         self._runs.clear()
         self.tracker.end_run(self.parent_id, status)
-        return rows, len(self.tracker.trial_records(self.parent_id)), self.tracker.ui_command()
+        self._ended = True

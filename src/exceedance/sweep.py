@@ -6,19 +6,22 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import signal
+import socket
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from exceedance import data as data_module
 from exceedance.config import Config, validate
+from exceedance.errors import ConfigError, SearchStopped, TrackingLost
 from exceedance.recorder import Recorder
-from exceedance.tracking import connect
-
-
-class SearchStopped(RuntimeError):
-    """The search cannot usefully go on (e.g. every recent trial diverged); the message says why."""
+from exceedance.stores import connect
 
 
 @dataclass
@@ -45,7 +48,8 @@ def search_key(config: Config) -> str:
 
 
 def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None) -> SweepResult:
-    """Validate, load data, check the store, then run and track one keras-tuner search.
+    """Validate, load data, check the store and the tuner directory, claim the search, then run
+    and track one keras-tuner search.
 
     Everything that can be wrong with the input is checked before TensorFlow is imported and
     before anything is written to MLflow.
@@ -57,27 +61,110 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
 
     Returns:
         A `SweepResult` with the Pareto table of the search.
+
+    Raises:
+        ConfigError: bad input (config, data, store, tuner directory).
+        SearchStopped: the search is running elsewhere, or stopped (failures, lost store).
     """
     validate(config)
     dataset = data_module.load(config.data)
     uri = connect(config.tracking)
-    recorder = Recorder()  # starts now, alongside the TensorFlow import
+    key = search_key(config)
+    project = check_tuner_directory(Path(config.search.directory), key, config.search.overwrite)
+    with claim(project):
+        recorder = Recorder(config.tracking.timeout_s)  # starts now, alongside the TensorFlow import
+        try:
+            return _search(config, dataset, uri, recorder, report, tags or {})
+        except BrokenProcessPool:
+            raise SearchStopped(
+                "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
+                "recorded are kept: rerun the same command to resume the search"
+            ) from None
+        finally:
+            recorder.close()
+
+
+def check_tuner_directory(directory: Path, key: str, overwrite: bool) -> Path:
+    """The search's keras-tuner folder (`directory/key`), once it is known to be usable: creatable
+    and writable, and, when resuming, with saved state that can be read back.
+
+    Raises:
+        ConfigError: naming the folder or file, and what to do.
+    """
+    directory = directory.resolve()
+    project = directory / key
     try:
-        return _search(config, dataset, uri, recorder, report, tags or {})
-    except BrokenProcessPool:
-        raise SearchStopped(
-            "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
-            "recorded are kept: rerun the same command to resume the search"
+        project.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"search.directory: cannot create {project} ({err.strerror}); choose another search.directory"
         ) from None
+    if not os.access(project, os.W_OK | os.X_OK):
+        raise ConfigError(f"search.directory: {project} is not writable; choose another search.directory")
+    if overwrite:
+        return project
+    for file in sorted(project.rglob("*.json")):
+        try:
+            json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ConfigError(
+                f"search.directory: keras-tuner's saved state {file} cannot be read ({type(err).__name__}); "
+                "rerun with search.overwrite=true to start this search over (its MLflow runs are kept)"
+            ) from None
+    return project
+
+
+@contextmanager
+def claim(project: Path):
+    """Own the search in `project` for this process: a second process with the same search
+    (same name, settings and tuner directory) is refused instead of running its trials twice.
+
+    The claim is an advisory lock the kernel drops when its process ends, however it ends, so
+    a killed sweep never blocks its rerun.
+    """
+    import fcntl
+
+    lock_path = project.with_suffix(".lock")
+    with lock_path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SearchStopped(
+                f"search {project.name!r} is already running ({holder}); wait for it to end, or run this one "
+                "under another name="
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
+        handle.flush()
+        yield
+
+
+@contextmanager
+def ctrl_c_deferred():
+    """Let the search's end be recorded whole: a Ctrl-C that arrives meanwhile (one just as the
+    last trial ends, or a second one while a cut search is being closed) is held back and raised
+    once the records are complete, so no run is left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
     finally:
-        recorder.close()
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _search(
     config: Config, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
 ) -> SweepResult:
     from exceedance.search import ExceedanceHyperModel, make_oracle
-    from exceedance.trial import TrackedTuner, use_threads
+    from exceedance.trial import TrackedTuner, failure_hint, use_threads
 
     use_threads(config.search)
 
@@ -85,24 +172,39 @@ def _search(
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
     key = search_key(config)
+    directory = str(Path(config.search.directory).resolve())
+    try:
+        tuner = TrackedTuner(
+            make_oracle(config),
+            ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs),
+            config,
+            recorder,
+            directory=directory,
+            project_name=key,
+            overwrite=config.search.overwrite,
+            report=report,
+        )
+    except (ValueError, KeyError, TypeError, OSError) as err:  # state keras-tuner wrote but cannot reload
+        raise ConfigError(
+            f"search.directory: keras-tuner cannot resume from {directory}/{key} ({type(err).__name__}: {err}); "
+            "rerun with search.overwrite=true to start this search over (its MLflow runs are kept)"
+        ) from None
+    # The parent run is opened (and a resumed one set RUNNING) only once the tuner has loaded.
     parent_id = recorder.open(uri, config, key, tags)
-    tuner = TrackedTuner(
-        make_oracle(config),
-        ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs),
-        config,
-        recorder,
-        directory=str(Path(config.search.directory).resolve()),
-        project_name=key,
-        overwrite=config.search.overwrite,
-        report=report,
-    )
     try:
         tuner.search(dataset)
+    except TrackingLost:
+        raise  # the store is gone: nothing more can be recorded; a rerun resumes
     except BaseException as err:
-        tuner.flush(raise_errors=False)
-        recorder.submit("finish", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED").result()
+        with ctrl_c_deferred():
+            tuner.flush(raise_errors=False)
+            recorder.submit("finish", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED").result()
         raise
-    tuner.flush()
-    rows, trials, ui_command = recorder.submit("finish", "FINISHED").result()
+    with ctrl_c_deferred():
+        tuner.flush()
+        rows, trials, ui_command = recorder.submit("finish", "FINISHED").result()
+    if trials == 0:
+        reason = tuner.last_failure
+        raise SearchStopped(f"search ended with no finished trial; last reason: {reason}. {failure_hint(reason)}")
     front = [row for row in rows if row["pareto"]]
     return SweepResult(uri, config.name, parent_id, front, ui_command, trials)

@@ -9,84 +9,21 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from exceedance.config import Config, ConfigError, TrackingConfig
+from exceedance.config import Config
+from exceedance.errors import ConfigError
 from exceedance.pareto import TrialRecord
 
 ROLE = "exceedance.role"
 SEARCH_KEY = "exceedance.search_key"
 TRIAL_ID = "exceedance.trial_id"
-LOCAL_SCHEMES = ("sqlite",)
-REMOTE_SCHEMES = ("http", "https")
-
-
-def resolve_uri(config: TrackingConfig) -> str:
-    """The tracking URI to use, with any local path made absolute.
-
-    Order: `tracking.uri`, then `MLFLOW_TRACKING_URI`, then SQLite at `<store_dir>/mlflow.db`.
-    Paths are resolved against the current directory at start, so a job that later changes
-    directory still writes to the same store.
-    """
-    uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri:
-        return f"sqlite:///{Path(config.store_dir).resolve() / 'mlflow.db'}"
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme not in LOCAL_SCHEMES + REMOTE_SCHEMES + ("postgresql", "mysql"):
-        raise ConfigError(
-            f"tracking.uri: unsupported tracking URI {uri!r}; use sqlite:///path/to/mlflow.db, "
-            "http(s)://host:port of an MLflow server, or a postgresql:// / mysql:// database"
-        )
-    if scheme == "sqlite":
-        path = uri[len("sqlite:///") :]
-        return f"sqlite:///{Path(path).resolve()}"
-    return uri
-
-
-def connect(config: TrackingConfig) -> str:
-    """Resolve the store's URI and make sure it can be written to, before anything trains.
-
-    Raises:
-        ConfigError: for an unknown scheme, an unwritable folder or a server that does not answer.
-    """
-    if config.server:
-        from exceedance.server import ensure_server
-
-        return ensure_server(config)
-    uri = resolve_uri(config)
-    check_reachable(uri, config.timeout_s)
-    return uri
-
-
-def check_reachable(uri: str, timeout_s: float) -> None:
-    """Fail fast, before any training, if the store cannot be written to or does not answer."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"tracking.uri: cannot create the store folder {folder} ({err.strerror})") from None
-        if not os.access(folder, os.W_OK):
-            raise ConfigError(f"tracking.uri: the store folder {folder} is not writable")
-    elif uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
-                response.read()
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConfigError(
-                f"tracking.uri: no MLflow server answers at {uri} ({reason}); start one with "
-                "`mlflow server --host 127.0.0.1` or fix the URI"
-            ) from None
 
 
 def artifact_location(uri: str) -> str | None:
@@ -170,6 +107,34 @@ def _store_lock(uri: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Errors MLflow raises when another process creates or migrates the same new store at the same
+# moment (it creates and upgrades a store's schema on first open, with no lock of its own).
+MIGRATION_RACE = ("_alembic_tmp", "already exists", "no such table", "database is locked", "duplicate")
+
+
+def _open_client(uri: str, attempts: int = 6):
+    """An `MlflowClient` on `uri`, which MLflow opens (creating or migrating the schema) at once.
+
+    Our own processes take turns through `_store_lock`; another MLflow process (`mlflow ui`, a
+    notebook, a test's client) does not. When it migrates the store at the same moment, wait
+    until its migration is done (`stores.check_store` waits while the schema keeps changing) and
+    open again; a store that is really unusable then fails the check with one line.
+    """
+    from mlflow import MlflowClient
+
+    from exceedance.stores import check_store
+
+    for attempt in range(attempts):
+        try:
+            return MlflowClient(tracking_uri=uri)
+        except Exception as err:
+            if attempt == attempts - 1 or not any(sign in str(err) for sign in MIGRATION_RACE):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+            check_store(uri, timeout_s=30.0)
+    raise AssertionError("unreachable")
+
+
 class Tracker:
     """One MLflow experiment; creates the parent run of a search and its nested trial runs.
 
@@ -180,11 +145,9 @@ class Tracker:
     """
 
     def __init__(self, uri: str, experiment: str, create: bool = True):
-        from mlflow import MlflowClient
-
         self.uri = uri
         with _store_lock(uri):
-            self.client = _Retrying(MlflowClient(tracking_uri=uri))
+            self.client = _Retrying(_open_client(uri))
             found = self.client.get_experiment_by_name(experiment)
             if found is None and not create:
                 raise ConfigError(

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from exceedance import data as data_module
-from exceedance.config import SIGMOID_COUNT, Config, ConfigError, Range, validate
+from exceedance.config import SIGMOID_COUNT, Config, Range, validate
+from exceedance.errors import ConfigError
 from exceedance.registry import load_model, register_model
-from exceedance.tracking import Tracker, connect
+from exceedance.stores import connect
+from exceedance.tracking import Tracker
 
 CHAMPION = "champion"
 
@@ -31,6 +33,7 @@ class TrainResult:
     test: dict[str, float]
     rows: int
     reload_max_abs_diff: float
+    tracking_uri: str
 
 
 def require_fixed(config: Config) -> None:
@@ -59,6 +62,27 @@ def require_fixed(config: Config) -> None:
                 f"{name}: exceedance-train needs a fixed value (low == high), got {r.low:g}..{r.high:g}; "
                 "train a config exported by exceedance-pick"
             )
+
+
+def check_registry_names(model_name: str, alias: str) -> None:
+    """Raise `ConfigError` unless MLflow's registry takes `model_name` and `alias` (its own rules,
+    checked before anything trains or is registered)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+        _validate_model_name,
+    )
+
+    for option, value, checks in (
+        ("--model-name", model_name, [_validate_model_name]),
+        ("--alias", alias, [_validate_model_alias_name, _validate_model_alias_name_reserved]),
+    ):
+        try:
+            for check in checks:
+                check(value)
+        except MlflowException as err:
+            raise ConfigError(f"{option}: {err.message}") from None
 
 
 def default_model_name(config: Config) -> str:
@@ -100,8 +124,7 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
     """
     validate(config)
     require_fixed(config)
-    if not model_name.strip():
-        raise ConfigError("--model-name: must not be empty (it names the registered model)")
+    check_registry_names(model_name, alias)
     dataset = data_module.load(config.data)
     uri = connect(config.tracking)
 
@@ -150,4 +173,4 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
         raise
     reloaded = load_model(tracker, model_uri)
     diff = float(np.max(np.abs(reloaded.predict(x_test, batch_size=1024, verbose=0) - predictions)))
-    return TrainResult(run_id, model_uri, version, {k: float(v) for k, v in test.items()}, len(x), diff)
+    return TrainResult(run_id, model_uri, version, {k: float(v) for k, v in test.items()}, len(x), diff, uri)

@@ -18,10 +18,10 @@ import keras_tuner as kt
 
 from exceedance.config import Config, ConfigError, SearchConfig
 from exceedance.data import Dataset
+from exceedance.errors import SearchStopped
 from exceedance.metrics import evaluate_eagerly, training_metrics
 from exceedance.recorder import Recorder
 from exceedance.search import ExceedanceHyperModel
-from exceedance.sweep import SearchStopped
 
 FAILURE_REASON = "exceedance.failure_reason"
 # A trial's curves go to MLflow in one batch when its fit ends, or sooner once this many seconds
@@ -36,6 +36,16 @@ def _last_line(message: str | None) -> str:
     # keras-tuner keeps the whole traceback; its last line is "Type: message".
     last = (message or "unknown error").strip().splitlines()[-1]
     return last.split("FailedTrialError: ", 1)[-1][:500]
+
+
+def failure_hint(reason: str | None) -> str:
+    """What to change when trials keep failing for `reason`."""
+    text = reason or ""
+    if "diverged" in text:
+        return "Narrow penalty.lam or lower search.learning_rate."
+    if "memory" in text.lower() or "OOM" in text:
+        return "Use a smaller model.hidden_units or search.batch_size."
+    return "Fix the cause above (each failed trial's run has it in its exceedance.failure_reason tag)."
 
 
 def use_threads(search: SearchConfig) -> None:
@@ -122,6 +132,7 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self._unsent: dict[str, Unsent] = {}
         self._started: dict[str, float] = {}
         self._failures_in_a_row = 0
+        self.last_failure: str | None = None  # why the latest failed trial failed
         self._fit_timers: dict[str, FitTimer] = {}
         self._pending: list[Future] = []
         # Per finished or failed trial: wall time from its start to the end of its bookkeeping,
@@ -251,11 +262,13 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         self.timings.append({"trial_s": seconds, "fit_s": getattr(timer, "seconds", 0.0)})
         self.report(self._progress_line(trial, done, reason, seconds))
         self._failures_in_a_row = 0 if done else self._failures_in_a_row + 1
+        if not done:
+            self.last_failure = reason[FAILURE_REASON]
         limit = self.config.search.max_consecutive_failures
         if self._failures_in_a_row >= limit:
             raise SearchStopped(
                 f"search stopped: {limit} trials in a row failed (search.max_consecutive_failures={limit}); "
-                f"last reason: {reason[FAILURE_REASON]}. Narrow penalty.lam or search.learning_rate."
+                f"last reason: {self.last_failure}. {failure_hint(self.last_failure)}"
             )
 
     def _progress_line(self, trial, done: bool, reason: dict[str, str], seconds: float) -> str:

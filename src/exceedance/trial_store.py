@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import urllib.error
 import urllib.parse
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 from typing import Protocol
 
-from exceedance.config import QUALITY_DIRECTIONS, ConfigError
+from exceedance.config import QUALITY_DIRECTIONS
+from exceedance.errors import ConfigError, redact
 from exceedance.pareto import TABLE_PARAMS, TrialRecord
+from exceedance.stores import mlflow_error_code, not_mlflow, request
 
 ROLE, TRIAL_ID, PARENT = "exceedance.role", "exceedance.trial_id", "mlflow.parentRunId"
 PARAMS = (*TABLE_PARAMS, "quality")
 METRICS = ("val_exceedance_rate", *(f"val_{q}" for q in QUALITY_DIRECTIONS))
 CONFIG_FILE = "config.yaml"
+PICKED = "picked"
 PAGE = 5000
 
 
@@ -49,7 +49,9 @@ class TrialStore(Protocol):
         """The text of the `config.yaml` a search run logged."""
         ...
 
-    def set_tag(self, run_id: str, key: str, value: str) -> None: ...
+    def mark_picked(self, experiment_id: str, run_id: str) -> None:
+        """Tag `run_id` `picked=true` and clear that tag from every other run of the experiment."""
+        ...
 
 
 class DatabaseTrialStore:
@@ -59,7 +61,9 @@ class DatabaseTrialStore:
         import sqlalchemy
 
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-            raise ConfigError(f"tracking uri: no MLflow store at {uri}; run a sweep first or fix --tracking-uri")
+            raise ConfigError(
+                f"tracking uri: no MLflow store at {redact(uri)}; run a sweep first or fix --tracking-uri"
+            )
         self.uri = uri
         self._sql = sqlalchemy
         # SQLite: wait for a sweep's write lock instead of failing at once.
@@ -73,7 +77,7 @@ class DatabaseTrialStore:
                 return list(connection.execute(sql.text(query), values))
         except sql.exc.DBAPIError as err:
             raise ConfigError(
-                f"tracking uri: {self.uri} is not a readable MLflow tracking database ({err.orig})"
+                f"tracking uri: {redact(self.uri)} is not a readable MLflow tracking database ({err.orig})"
             ) from None
 
     def experiment_id(self, name: str) -> str | None:
@@ -127,40 +131,36 @@ class DatabaseTrialStore:
 
         return Path(download_artifacts(f"{artifacts}/{CONFIG_FILE}")).read_text()
 
-    def set_tag(self, run_id: str, key: str, value: str) -> None:
-        values = {"run": run_id, "key": key, "value": value}
-        with self._engine.begin() as connection:
-            connection.execute(self._sql.text("DELETE FROM tags WHERE run_uuid = :run AND key = :key"), values)
+    def mark_picked(self, experiment_id: str, run_id: str) -> None:
+        values = {"run": run_id, "key": PICKED, "value": "true", "experiment": int(experiment_id)}
+        text = self._sql.text
+        with self._engine.begin() as connection:  # one transaction: never two picks, never none
             connection.execute(
-                self._sql.text("INSERT INTO tags (key, value, run_uuid) VALUES (:key, :value, :run)"), values
+                text(
+                    "DELETE FROM tags WHERE key = :key AND run_uuid IN "
+                    "(SELECT run_uuid FROM runs WHERE experiment_id = :experiment)"
+                ),
+                values,
             )
+            connection.execute(text("INSERT INTO tags (key, value, run_uuid) VALUES (:key, :value, :run)"), values)
 
 
 class ServerTrialStore:
-    """MLflow's REST API (`/api/2.0/mlflow/...`), with the client's environment credentials."""
+    """MLflow's REST API (`/api/2.0/mlflow/...`), with the client's credentials (`stores.request`)."""
 
     def __init__(self, uri: str, timeout_s: float = 30.0):
         self.uri, self.timeout_s = uri.rstrip("/"), timeout_s
-        self._headers = {"Content-Type": "application/json"}
-        if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
-            self._headers["Authorization"] = f"Bearer {token}"
-        elif (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) is not None:
-            secret = b64encode(f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {secret}"
 
     def _call(self, path: str, body: dict | None = None, query: dict | None = None) -> bytes:
-        url = f"{self.uri}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, headers=self._headers, method="POST" if data else "GET")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.read()
+            return request(self.uri, path, self.timeout_s, body, query)
         except urllib.error.HTTPError as err:
-            if err.code == 404:
+            code = mlflow_error_code(err.read())
+            if code is None:
+                raise not_mlflow(self.uri, f"{err.code} {err.reason}") from None
+            if code == "RESOURCE_DOES_NOT_EXIST":
                 raise LookupError(path) from None
-            raise ConfigError(f"tracking uri: {url} answered {err.code} {err.reason}") from None
-        except (urllib.error.URLError, OSError) as err:
-            raise ConfigError(f"tracking uri: no MLflow server answers at {self.uri} ({err})") from None
+            raise ConfigError(f"tracking uri: {redact(self.uri)} answered {err.code} {code}") from None
 
     def _json(self, path: str, body: dict | None = None, query: dict | None = None) -> dict:
         return json.loads(self._call(f"/api/2.0/mlflow/{path}", body, query))
@@ -198,8 +198,15 @@ class ServerTrialStore:
     def run_config(self, run_id: str) -> str:
         return self._call("/get-artifact", query={"run_uuid": run_id, "path": CONFIG_FILE}).decode()
 
-    def set_tag(self, run_id: str, key: str, value: str) -> None:
-        self._json("runs/set-tag", {"run_id": run_id, "key": key, "value": value})
+    def mark_picked(self, experiment_id: str, run_id: str) -> None:
+        earlier = self._json(
+            "runs/search",
+            {"experiment_ids": [experiment_id], "filter": f"tags.{PICKED} = 'true'", "max_results": PAGE},
+        )
+        for run in earlier.get("runs", []):
+            if run["info"]["run_id"] != run_id:
+                self._json("runs/delete-tag", {"run_id": run["info"]["run_id"], "key": PICKED})
+        self._json("runs/set-tag", {"run_id": run_id, "key": PICKED, "value": "true"})
 
 
 def open_trial_store(uri: str) -> TrialStore:

@@ -1,32 +1,62 @@
-"""One-line errors for bad input: what is wrong and how to fix it, exit code 2, no traceback."""
+"""One-line errors: what is wrong and how to fix it, a non-zero exit code, no traceback.
+
+Every message leaves through `one_line`, which folds Hydra's and OmegaConf's multi-line reports
+into one line and redacts credentials from any URL in it.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from exceedance.config import ConfigError
-from exceedance.sweep import SearchStopped
+from exceedance.errors import ConfigError, SearchStopped, redact
 
 USAGE_ERROR = 2
 SEARCH_FAILED = 1
 INTERRUPTED = 130  # what a shell reports for a command stopped by Ctrl-C
+INTERRUPTED_LINE = "interrupted (Ctrl-C); everything recorded so far is kept"
+
+# How to give a required value that has no default.
+REQUIRED = {
+    "data.limit": "the evaluation limit, in your targets' units, e.g. data.limit=40",
+    "data.targets": "the target columns, e.g. data.targets=peak or 'data.targets=[a,b]'",
+    "data.path": "your .csv or .npz file, e.g. data.path=/abs/load.csv",
+}
 
 
 def one_line(error: BaseException) -> str:
-    """Hydra and OmegaConf spread a message over several lines; fold it into one."""
+    """The message a user sees: our own `ConfigError` wherever it sits in the chain of causes (a
+    config resolver's error arrives wrapped by OmegaConf), else the error folded into one line."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConfigError):
+            error = cause
+            break
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, MissingMandatoryValue) and error.full_key:
+        key = error.full_key
+        return f"{key}: is required: {REQUIRED.get(key, f'set it, e.g. {key}=...')}"
     parts = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return "; ".join(parts)
+    return redact("; ".join(parts))
+
+
+def _os_line(err: OSError) -> str:
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"no space left to write{where} ({err.strerror}); free some space, then rerun to resume"
+    return f"cannot use{where} ({err.strerror or err}); fix its permissions or choose another path"
 
 
 def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> Any:
     """Call `entry`; turn a configuration error into one line on stderr and exit code 2, a
-    stopped search into one line and exit code 1, and Ctrl-C into one line and exit code 130.
+    stopped search into one line and exit code 1, a file that cannot be written into one line
+    and exit code 1, and Ctrl-C into one line and exit code 130.
 
     Used both around Hydra (composition errors) and inside the task function, where exiting
     before Hydra sees the exception keeps it from logging a second line about the job.
@@ -34,14 +64,25 @@ def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> A
     try:
         return entry(*args)
     except (ConfigError, HydraException, OmegaConfBaseException) as err:
-        print(f"{command}: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(USAGE_ERROR)
+        _exit(f"{command}: error: {one_line(err)}", USAGE_ERROR)
     except SearchStopped as err:
-        print(f"{command}: {one_line(err)}", file=sys.stderr)
-        sys.exit(SEARCH_FAILED)
+        _exit(f"{command}: {one_line(err)}", SEARCH_FAILED)
+    except OSError as err:
+        _exit(f"{command}: {redact(_os_line(err))}", SEARCH_FAILED)
     except KeyboardInterrupt:
-        print(f"{command}: interrupted (Ctrl-C); everything recorded so far is kept", file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        _exit(f"{command}: {INTERRUPTED_LINE}", INTERRUPTED)
+
+
+def _exit(line: str, code: int) -> None:
+    """Print `line` and exit. Ctrl-C is ignored from here on: another one while the interpreter
+    shuts down (joining threads, closing pools) would print a traceback after the line."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def run_hydra(command: str, entry: Callable[[], None]) -> None:

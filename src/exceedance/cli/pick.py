@@ -8,8 +8,10 @@ from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error
 from exceedance.cli.table import front_line
-from exceedance.config import TrackingConfig
+from exceedance.config import TrackingConfig, safe_name
+from exceedance.errors import has_userinfo, redact
 from exceedance.pick import PickResult, Rule, run_pick
+from exceedance.stores import resolve_uri
 
 COMMAND = "exceedance-pick"
 
@@ -43,16 +45,30 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args = parser().parse_args(argv)
     rule = Rule(args.max_exceedance, args.min_quality, args.knee)
-    out = args.out or Path("mlruns") / "picks" / args.experiment
-    result, png, exported = exit_on_user_error(
-        COMMAND, run_pick, TrackingConfig(uri=args.tracking_uri), args.experiment, rule, out
-    )
+    tracking = TrackingConfig(uri=args.tracking_uri)
+    result, png, exported = exit_on_user_error(COMMAND, _pick, tracking, args, rule)
     print(
         f"Pareto front of {args.experiment!r} ({len(result.records)} finished trials; quality = "
         f"validation {result.quality_name}); * = picked by rule: {rule.describe()}"
     )
     print(format_table(result))
-    print(f"\nPlot: {png}\nConfig: {exported}\nRetrain and register it: exceedance-train {exported}")
+    print(f"\nPlot: {png}\nConfig: {exported}\nRetrain and register it: {next_command(exported, result.tracking_uri)}")
+
+
+def _pick(tracking: TrackingConfig, args: argparse.Namespace, rule: Rule):
+    out = args.out or Path("mlruns") / "picks" / safe_name(args.experiment, "experiment")
+    return run_pick(tracking, args.experiment, rule, out)
+
+
+def next_command(exported: Path, uri: str) -> str:
+    """`exceedance-train` on the exported config, into the store the pick read (the exported
+    config leaves the tracking URI out: it can hold credentials)."""
+    command = f"exceedance-train {exported}"
+    if uri == resolve_uri(TrackingConfig()):
+        return command
+    if has_userinfo(uri):
+        return f"MLFLOW_TRACKING_URI='{redact(uri)}' {command}  (your credentials in place of ***)"
+    return f"{command} tracking.uri={uri}"
 
 
 if __name__ == "__main__":

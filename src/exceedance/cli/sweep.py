@@ -13,9 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from exceedance.cli.errors import exit_on_user_error, run_hydra
 from exceedance.cli.table import front_line
 from exceedance.config import Config, register_configs
+from exceedance.errors import ConfigError, has_userinfo, redact
 from exceedance.sweep import SweepResult, run
 
 COMMAND = "exceedance-sweep"
+# Hydra resolves the output folders (through the `safe_name` resolver) in the launching process
+# and in every joblib worker, which imports this module to run its job.
+register_configs()
 ROOT = Path(__file__).resolve().parents[3]
 CONF_DIR = ROOT / "conf"
 
@@ -40,20 +44,40 @@ def _run_and_print(cfg: DictConfig) -> None:
     result = run(config, tags=tags)
     print(
         f"\n{result.trials} finished trials in experiment {result.experiment!r} "
-        f"(parent run {result.parent_run_id}) at {result.tracking_uri}"
+        f"(parent run {result.parent_run_id}) at {redact(result.tracking_uri)}"
     )
     print(
         f"Pareto-optimal trials (validation {config.data.quality} against exceedance rate on limit "
         f"{config.data.limit:g}):"
     )
     print(format_front(result))
-    print(f"\nBrowse: {result.ui_command}")
+    print(f"\nBrowse: {redact(result.ui_command)}")
+
+
+def keep_secrets_from_hydra(argv: list[str]) -> list[str]:
+    """Take a credentialed `tracking.uri=` out of the overrides and pass it the way MLflow
+    itself does, in `MLFLOW_TRACKING_URI`: Hydra writes its overrides into run directories,
+    logs and error lines, and the sweep tags its parent run with them.
+
+    Raises:
+        ConfigError: for a password in any other override.
+    """
+    kept = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if not has_userinfo(value):
+            kept.append(arg)
+        elif key.lstrip("+~") == "tracking.uri":
+            os.environ["MLFLOW_TRACKING_URI"] = value
+        else:
+            raise ConfigError(f"{key}: {redact(value)!r} holds a password; only tracking.uri may carry credentials")
+    return kept
 
 
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    register_configs()
+    sys.argv[1:] = exit_on_user_error(COMMAND, keep_secrets_from_hydra, sys.argv[1:])
     run_hydra(COMMAND, _sweep)
 
 

@@ -1,0 +1,319 @@
+"""Which MLflow store a command writes to, and whether it may: checked before anything trains.
+
+A command only ever writes to a store that is MLflow's and at the schema this MLflow expects, or
+to a new one it creates under `mlruns/`. Everything else is refused with one line before
+TensorFlow is imported and before a byte is written: a file that is not a SQLite database, a
+database with other tables, a store of an older or newer MLflow schema (MLflow would upgrade an
+older one in place, locking out older clients), a missing database driver, a server that is not
+MLflow. A brand-new store that another process (a second job, `mlflow ui`, a notebook) is
+creating right now is waited for, not misjudged: its tables and revision keep changing until
+the migration ends.
+
+SQLAlchemy and alembic's files only: no mlflow import (about a second) in the commands' start.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from base64 import b64encode
+from functools import cache
+from pathlib import Path
+
+from exceedance.config import TrackingConfig
+from exceedance.errors import ConfigError, redact
+
+LOCAL_SCHEMES = ("sqlite",)
+REMOTE_SCHEMES = ("http", "https")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+# A store whose tables or schema revision changed within this many seconds is being migrated
+# by another process: wait for it (at most MIGRATION_WAIT_S) instead of judging it half-built.
+SETTLE_S = 2.0
+MIGRATION_WAIT_S = 60.0
+SQLITE_HEADER = b"SQLite format 3\x00"
+DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "mysqlclient (or PyMySQL with mysql+pymysql://)"}
+
+
+def resolve_uri(config: TrackingConfig) -> str:
+    """The tracking URI to use, with any local path made absolute.
+
+    Order: `tracking.uri`, then `MLFLOW_TRACKING_URI`, then SQLite at `<store_dir>/mlflow.db`.
+    Paths are resolved against the current directory at start, so a job that later changes
+    directory still writes to the same store.
+    """
+    uri = config.uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        return f"sqlite:///{Path(config.store_dir).resolve() / 'mlflow.db'}"
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme not in REMOTE_SCHEMES + DATABASE_SCHEMES:
+        raise ConfigError(
+            f"tracking.uri: unsupported tracking URI {redact(uri)!r}; use sqlite:///path/to/mlflow.db, "
+            "http(s)://host:port of an MLflow server, or a postgresql:// / mysql:// database"
+        )
+    if scheme == "sqlite":
+        return f"sqlite:///{sqlite_path(uri).resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path:
+    """The file of a `sqlite:///` URI."""
+    return Path(uri.split(":///", 1)[1])
+
+
+def check_store(uri: str, timeout_s: float, create: bool = True) -> None:
+    """Raise `ConfigError` unless `uri` is an MLflow store this MLflow can write to (or, with
+    `create`, a new SQLite store can be made there).
+
+    Args:
+        uri: a URI from `resolve_uri`.
+        timeout_s: how long a server or database may take to answer.
+        create: whether a missing SQLite file will be created (a sweep), or must exist (a pick).
+    """
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri, timeout_s)
+    else:
+        _check_database(uri, timeout_s, create)
+
+
+def _authorization(uri: str) -> tuple[str, dict[str, str]]:
+    """The URL without user-info, and the header MLflow's client would send for it."""
+    parts = urllib.parse.urlsplit(uri)
+    headers = {}
+    if parts.username is not None:
+        user, password = urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    elif token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    elif (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) is not None:
+        secret = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+        headers["Authorization"] = "Basic " + b64encode(secret.encode()).decode()
+    return urllib.parse.urlunsplit(parts).rstrip("/"), headers
+
+
+def request(uri: str, path: str, timeout_s: float, body: dict | None = None, query: dict | None = None) -> bytes:
+    """One call of an MLflow server's REST API (`path` after the host), with its credentials.
+
+    Raises:
+        urllib.error.HTTPError: the server answered with an error status.
+        ConfigError: nothing answers at `uri`.
+    """
+    base, headers = _authorization(uri)
+    url = f"{base}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = json.dumps(body).encode() if body is not None else None
+    headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as response:
+            return response.read()
+    except urllib.error.HTTPError:
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            f"tracking.uri: no MLflow server answers at {redact(uri)} ({reason}); start one with "
+            "`mlflow server --host 127.0.0.1` or fix the URI"
+        ) from None
+
+
+def not_mlflow(uri: str, detail: str) -> ConfigError:
+    return ConfigError(
+        f"tracking.uri: {redact(uri)} answers, but not as an MLflow tracking server ({detail}); fix the URI"
+    )
+
+
+def mlflow_error_code(body: bytes) -> str | None:
+    """The `error_code` of an MLflow REST error body; None when the body is not one."""
+    try:
+        found = json.loads(body)
+    except ValueError:
+        return None
+    return found.get("error_code") if isinstance(found, dict) else None
+
+
+def probe_server(uri: str, timeout_s: float) -> None:
+    """Raise `ConfigError` unless an MLflow tracking server answers at `uri`: its REST API must
+    answer an experiment lookup the way MLflow does (the experiment, or RESOURCE_DOES_NOT_EXIST)."""
+    path, query = "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": "Default"}
+    try:
+        body = request(uri, path, timeout_s, query=query)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise ConfigError(
+                f"tracking.uri: the MLflow server at {redact(uri)} refused our credentials ({err.code} {err.reason}); "
+                "set MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN"
+            ) from None
+        if mlflow_error_code(err.read()) is None:
+            raise not_mlflow(uri, f"{err.code} {err.reason}") from None
+        return
+    try:
+        found = json.loads(body)
+    except ValueError:
+        raise not_mlflow(uri, "its API did not answer with JSON") from None
+    if not (isinstance(found, dict) and "experiment" in found):
+        raise not_mlflow(uri, "its API answered an unexpected document")
+
+
+@cache
+def schema_revisions() -> tuple[str, frozenset[str]]:
+    """The head of MLflow's schema migrations and every revision it knows, read from the
+    migration files' `revision` / `down_revision` assignments (without importing them: they
+    import mlflow)."""
+    spec = importlib.util.find_spec("mlflow")
+    versions = Path(spec.submodule_search_locations[0]) / "store" / "db_migrations" / "versions"
+    revisions, parents = set(), set()
+    for file in versions.glob("*.py"):
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                name, value = node.targets[0].id, ast.literal_eval(node.value) if _literal(node.value) else None
+                if name == "revision" and isinstance(value, str):
+                    revisions.add(value)
+                elif name == "down_revision" and value:
+                    parents.update([value] if isinstance(value, str) else value)
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"MLflow's schema migrations have {len(heads)} heads; expected one")
+    return heads.pop(), frozenset(revisions)
+
+
+def _literal(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_sqlite_file(uri: str, create: bool) -> bool:
+    """File-level checks of a SQLite store; returns whether it is still to be created."""
+    path = sqlite_path(uri)
+    shown = redact(uri)
+    if path.is_dir():
+        raise ConfigError(f"tracking.uri: {path} is a directory, not a SQLite file; point {shown} at a file")
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"tracking.uri: no MLflow store at {shown}; run a sweep first or fix the URI")
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"tracking.uri: cannot create the store folder {folder} ({err.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"tracking.uri: the store folder {folder} is not writable")
+        return True
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise ConfigError(
+            f"tracking.uri: the MLflow store {path} (or its folder) is read-only; make it writable or use another store"
+        )
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise ConfigError(f"tracking.uri: {path} is not a SQLite database; point tracking.uri at an MLflow store")
+    return path.stat().st_size == 0
+
+
+def _engine(uri: str, timeout_s: float):
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(uri)
+        dialect = url.get_dialect()
+    except Exception as err:  # ArgumentError, NoSuchModuleError
+        raise ConfigError(f"tracking.uri: {redact(uri)!r} is not a database URI SQLAlchemy knows ({err})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        backend = url.get_backend_name()
+        raise ConfigError(
+            f"tracking.uri: the {backend} driver is not installed ({err}); "
+            f"pip install {DRIVERS.get(backend, 'its driver')}"
+        ) from None
+    connect_args = {"timeout": timeout_s} if url.get_backend_name() == "sqlite" else {"connect_timeout": int(timeout_s)}
+    return sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+
+
+def _schema_state(engine) -> tuple[frozenset[str], str | None]:
+    import sqlalchemy
+
+    with engine.connect() as connection:
+        tables = frozenset(sqlalchemy.inspect(connection).get_table_names())
+        revision = None
+        if "alembic_version" in tables:
+            rows = list(connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")))
+            revision = rows[0][0] if rows else None
+    return tables, revision
+
+
+def _check_database(uri: str, timeout_s: float, create: bool) -> None:
+    import sqlalchemy
+
+    is_sqlite = uri.startswith("sqlite")
+    if is_sqlite and _check_sqlite_file(uri, create):
+        return  # a new store: MLflow creates it on first open
+    engine = _engine(uri, timeout_s)
+    head, known = schema_revisions()
+    shown = redact(uri)
+    deadline, last, settled_at = time.monotonic() + MIGRATION_WAIT_S, None, time.monotonic()
+    try:
+        while True:
+            try:
+                state = _schema_state(engine)
+            except sqlalchemy.exc.DBAPIError as err:
+                raise ConfigError(f"tracking.uri: cannot open the store {shown} ({redact(str(err.orig))})") from None
+            tables, revision = state
+            if state != last:
+                last, settled_at = state, time.monotonic()
+            migrating = any(t.startswith("_alembic_tmp") for t in tables) or (tables and revision != head)
+            if not migrating or time.monotonic() - settled_at >= SETTLE_S:
+                break
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"tracking.uri: the store {shown} has been mid-migration for {MIGRATION_WAIT_S:.0f} s; is another "
+                    "MLflow process stuck? Stop it, back the store up and run `mlflow db upgrade`"
+                )
+            time.sleep(0.25)
+    finally:
+        engine.dispose()
+    if not tables:
+        if not create:
+            raise ConfigError(f"tracking.uri: {shown} is an empty database, not an MLflow store; run a sweep first")
+        return
+    if "alembic_version" not in tables or not {"experiments", "runs"} <= tables:
+        shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise ConfigError(
+            f"tracking.uri: {shown} is not an MLflow store (it holds the tables {shown_tables}); "
+            "point tracking.uri at an MLflow store or a new file"
+        )
+    if revision == head:
+        return
+    if revision in known:
+        raise ConfigError(
+            f"tracking.uri: {shown} has an older MLflow schema ({revision}; this MLflow needs {head}); "
+            f"back it up, then run `mlflow db upgrade {shown}`"
+        )
+    raise ConfigError(
+        f"tracking.uri: {shown} has a schema revision this MLflow does not know ({revision}), "
+        "likely from a newer MLflow; use that MLflow or another store"
+    )
+
+
+def connect(config: TrackingConfig) -> str:
+    """Resolve the store's URI and make sure it can be written to, before anything trains.
+
+    Raises:
+        ConfigError: for an unknown scheme, an unusable store or a server that does not answer.
+    """
+    if config.server:
+        from exceedance.server import ensure_server
+
+        return ensure_server(config)
+    uri = resolve_uri(config)
+    check_store(uri, config.timeout_s)
+    return uri
