@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from exceedance.cli.sweep import CONF_DIR
@@ -46,3 +52,105 @@ def store(tmp_path: Path) -> list[str]:
 @pytest.fixture
 def tiny(store: list[str]) -> list[str]:
     return [*TINY, *store]
+
+
+# Runs a command's `main()` as the console script does and reports, on exit, whether TensorFlow
+# was imported: bad input must be refused before it is.
+_PROBE = """
+import atexit, sys
+atexit.register(lambda: print("tensorflow imported:", "tensorflow" in sys.modules, flush=True))
+from exceedance.cli.{command} import main
+sys.argv[0] = "exceedance-{command}"
+main()
+"""
+
+
+def command(name: str, args: list[str], cwd: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+    """`exceedance-<name> args` in `cwd`, as a user runs it (a fresh process, no stdin)."""
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE.format(command=name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    """The line a failed command ends on; asserts it printed no traceback."""
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines, f"no message (exit {done.returncode}); stdout: {done.stdout[-2000:]}"
+    return lines[-1]
+
+
+def tensorflow_imported(done: subprocess.CompletedProcess) -> bool:
+    return "tensorflow imported: True" in done.stdout
+
+
+def trial_runs(client: MlflowClient, name: str = "exceedance"):
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`exceedance.role` = 'trial'")
+    return runs
+
+
+# Three trials of a few seconds each: long enough to interrupt the second one mid-training.
+SLOW_TRIALS = ["data.n_samples=3000", "search.max_trials=3", "search.epochs=30", "model.hidden_units=[16]"]
+
+
+def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """A sweep in its own process group, as a terminal runs it: Ctrl-C reaches the whole group,
+    and SIGINT is not ignored (as it is for a job a non-interactive shell puts in the background,
+    which the sweep would inherit)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "exceedance.cli.sweep", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def in_second_trial(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
+    """Return a client on the sweep's store once trial 0 is done and trial 1 is training (its
+    run exists). The client is made only then: MLflow creates and migrates a store in
+    `MlflowClient()`, and doing so beside the sweep while it does the same races."""
+    for line in sweep.stdout:
+        if line.startswith("trial 0:"):
+            break
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for _ in range(100):
+        if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
+            break
+        time.sleep(0.1)
+    return client
+
+
+def _live_parent(pid: int) -> int | None:
+    """The parent of a live process; None once it has exited (or is a zombie)."""
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except OSError:
+        return None
+    return None if state == "Z" else int(ppid)
+
+
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid`: the sweep's MLflow recording process (and the
+    resource tracker that multiprocessing starts beside it)."""
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _live_parent(int(p.name)) == pid]
+
+
+def all_gone(pids: list[int], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if all(_live_parent(p) is None for p in pids):
+            return True
+        time.sleep(0.2)
+    return False

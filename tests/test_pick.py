@@ -158,7 +158,7 @@ def test_pick_of_a_missing_store_says_so_and_creates_nothing(tmp_path, capsys):
         (["known", "--max-exceedance", "nan"], "--max-exceedance: must be a rate in 0..1, got nan"),
         (["known", "--max-exceedance", "-0.01"], "--max-exceedance: must be a rate in 0..1, got -0.01"),
         (["known", "--min-quality", "inf"], "--min-quality: must be a finite number, got inf"),
-        (["bad'name", "--knee"], "experiment \"bad'name\" does not exist"),
+        (["bad'name", "--knee"], 'experiment "bad\'name" does not exist'),
         (["known", "--min-quality", "0.95"], "no finished trial satisfies the rule"),
         (["nope", "--knee"], "experiment 'nope' does not exist"),
     ],

@@ -5,14 +5,22 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, compose_config, free_port
+from conftest import (
+    SLOW_TRIALS,
+    TINY,
+    all_gone,
+    children,
+    compose_config,
+    free_port,
+    in_second_trial,
+    sweep_process,
+    trial_runs,
+)
 from exceedance.models import build_mlp
 from exceedance.sweep import SearchStopped, run
 
@@ -26,12 +34,6 @@ def flaky_mlp(n_features, n_outputs, **fields):
     if _builds["count"] == 1:
         raise ValueError("layer width must be even")
     return build_mlp(n_features, n_outputs, **fields)
-
-
-def trial_runs(client: MlflowClient, name: str = "exceedance"):
-    exp = client.get_experiment_by_name(name)
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`exceedance.role` = 'trial'")
-    return runs
 
 
 def test_a_failed_build_is_recorded_and_the_search_goes_on(tmp_path, tiny):
@@ -66,66 +68,6 @@ def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FAILED"
     assert "pareto.csv" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
-
-
-# Three trials of a few seconds each: long enough to interrupt the second one mid-training.
-SLOW_TRIALS = ["data.n_samples=3000", "search.max_trials=3", "search.epochs=30", "model.hidden_units=[16]"]
-
-
-def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
-    """A sweep in its own process group, as a terminal runs it: Ctrl-C reaches the whole group,
-    and SIGINT is not ignored (as it is for a job a non-interactive shell puts in the background,
-    which the sweep would inherit)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "exceedance.cli.sweep", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
-def in_second_trial(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
-    """Return a client on the sweep's store once trial 0 is done and trial 1 is training (its
-    run exists). The client is made only then: MLflow creates and migrates a store in
-    `MlflowClient()`, and doing so beside the sweep while it does the same races."""
-    for line in sweep.stdout:
-        if line.startswith("trial 0:"):
-            break
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    for _ in range(100):
-        if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
-            break
-        time.sleep(0.1)
-    return client
-
-
-def _live_parent(pid: int) -> int | None:
-    """The parent of a live process; None once it has exited (or is a zombie)."""
-    try:
-        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-    except OSError:
-        return None
-    return None if state == "Z" else int(ppid)
-
-
-def children(pid: int) -> list[int]:
-    """Live processes whose parent is `pid`: the sweep's MLflow recording process (and the
-    resource tracker that multiprocessing starts beside it)."""
-    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if _live_parent(int(p.name)) == pid]
-
-
-def all_gone(pids: list[int], within_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if all(_live_parent(p) is None for p in pids):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.mark.parametrize("oracle", ["random", "grid"])

@@ -186,7 +186,7 @@ def read_file(path: str, targets: list[str], features: list[str] = ()) -> tuple[
     except OSError as err:
         raise ConfigError(f"data.path: cannot read {path} ({err.strerror or err})") from None
     except Exception as err:  # zip, pickle and format errors of a damaged or foreign file
-        kind = "a CSV file" if file.suffix == ".csv" else "an .npz archive"
+        kind = "CSV file" if file.suffix == ".csv" else ".npz archive"
         raise ConfigError(f"data.path: {path} is not a readable {kind} ({type(err).__name__}: {err})") from None
 
 

@@ -13,6 +13,7 @@ submitted, so a trial's run exists before its metrics arrive and its end is reco
 from __future__ import annotations
 
 import errno
+import logging
 import multiprocessing
 import os
 import signal
@@ -24,12 +25,14 @@ from typing import Any
 
 from exceedance.config import Config
 from exceedance.errors import TrackingLost, redact
+from exceedance.stores import sqlite_path
 
 # The recording process's state: its one `SearchRecord`, the time spent in its calls, and the
 # lock that keeps the watchdog's last writes from interleaving with a call.
 _search_record = None  # a search_record.SearchRecord
 _busy_s = 0.0
 _calls = threading.Lock()
+_lost_with: TrackingLost | None = None  # the first failure; every later call fails with it
 # MLflow's HTTP client retries a failed request 7 times with a backoff of up to minutes, and
 # waits 120 s for an answer: a dead server would hang the sweep for many minutes. Bounded here.
 HTTP_RETRIES = 2
@@ -58,6 +61,9 @@ def _start_process(parent_pid: int, timeout_s: float) -> None:
         os._exit(0)
 
     threading.Thread(target=exit_with_parent, daemon=True).start()
+    # Every failure reaches the user as one line (see `_lost`); MLflow's own error logs would
+    # print its traceback first, and its INFO lines (schema creation) are noise in a sweep.
+    logging.getLogger("mlflow").setLevel(logging.CRITICAL)
     import matplotlib.figure  # noqa: F401
     import mlflow.tracking  # noqa: F401  (imported now, while the training process imports TensorFlow)
 
@@ -84,11 +90,17 @@ def _call(method: str, *args) -> Any:
 @contextmanager
 def _lost(uri: str):
     """Any failure to record becomes one `TrackingLost` line for the training process: which
-    store stopped taking records, why, and that a rerun resumes."""
+    store stopped taking records, why, and that a rerun resumes. The first failure is the one
+    reported, by every call after it too: a trial whose run could not be created must not
+    surface as a confusing error of its later calls."""
+    global _lost_with
+    if _lost_with is not None:
+        raise _lost_with
     try:
         yield
     except Exception as err:
-        raise TrackingLost(lost_message(uri, err)) from None
+        _lost_with = TrackingLost(lost_message(uri, err))
+        raise _lost_with from None
 
 
 def lost_message(uri: str, err: BaseException) -> str:
@@ -96,7 +108,7 @@ def lost_message(uri: str, err: BaseException) -> str:
     text = redact(" ".join(str(err).split()))
     resume = "then rerun the same command to resume"
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        where = err.filename or "the MLflow artifacts"
+        where = err.filename or (str(sqlite_path(uri).parent) if uri.startswith("sqlite:") else "the MLflow artifacts")
         return f"search stopped: no space left to write {where}; free some space, {resume}"
     if "full" in text and ("database" in text or "disk" in text):
         return f"search stopped: the MLflow store {redact(uri)} is full ({text[:120]}); free some space, {resume}"

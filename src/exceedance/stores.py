@@ -15,9 +15,11 @@ SQLAlchemy and alembic's files only: no mlflow import (about a second) in the co
 from __future__ import annotations
 
 import ast
+import errno
 import importlib.util
 import json
 import os
+import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -190,6 +192,17 @@ def _literal(node: ast.AST) -> bool:
     return True
 
 
+# A store or tuner folder with less free space than this cannot take a search's records.
+MIN_FREE_BYTES = 2**20
+
+
+def require_free_space(folder: Path) -> None:
+    """Raise `OSError` (ENOSPC, naming `folder`) when the disk holding it is (nearly) full."""
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise OSError(errno.ENOSPC, f"No space left on device: {free // 1024} KiB free", str(folder))
+
+
 def _check_sqlite_file(uri: str, create: bool) -> bool:
     """File-level checks of a SQLite store; returns whether it is still to be created."""
     path = sqlite_path(uri)
@@ -206,11 +219,13 @@ def _check_sqlite_file(uri: str, create: bool) -> bool:
             raise ConfigError(f"tracking.uri: cannot create the store folder {folder} ({err.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise ConfigError(f"tracking.uri: the store folder {folder} is not writable")
+        require_free_space(folder)
         return True
     if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK):
         raise ConfigError(
             f"tracking.uri: the MLflow store {path} (or its folder) is read-only; make it writable or use another store"
         )
+    require_free_space(path.parent)
     with path.open("rb") as handle:
         header = handle.read(len(SQLITE_HEADER))
     if header and header != SQLITE_HEADER:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from exceedance import data as data_module
 from exceedance.config import Config, validate
 from exceedance.errors import ConfigError, SearchStopped, TrackingLost
 from exceedance.recorder import Recorder
-from exceedance.stores import connect
+from exceedance.stores import connect, require_free_space
 
 
 @dataclass
@@ -101,6 +102,7 @@ def check_tuner_directory(directory: Path, key: str, overwrite: bool) -> Path:
         ) from None
     if not os.access(project, os.W_OK | os.X_OK):
         raise ConfigError(f"search.directory: {project} is not writable; choose another search.directory")
+    require_free_space(project)
     if overwrite:
         return project
     for file in sorted(project.rglob("*.json")):
@@ -125,21 +127,39 @@ def claim(project: Path):
     import fcntl
 
     lock_path = project.with_suffix(".lock")
-    with lock_path.open("a+") as handle:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = os.pread(fd, 500, 0).decode(errors="replace").strip() or "another process"
             raise SearchStopped(
                 f"search {project.name!r} is already running ({holder}); wait for it to end, or run this one "
                 "under another name="
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}")
-        handle.flush()
+        holder = f"process {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}"
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(lock_path)) from None
         yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def as_os_error(err: BaseException) -> OSError | None:
+    """keras-tuner saves its state through TensorFlow's file API, whose errors are not `OSError`s:
+    a full disk is a `ResourceExhaustedError` reading "<path>; No space left on device"."""
+    import tensorflow as tf
+
+    if not isinstance(err, tf.errors.OpError):
+        return None
+    path, _, reason = str(err.message).partition("; ")
+    if not reason:
+        return None
+    code = errno.ENOSPC if "space" in reason.lower() else errno.EACCES if "ermission" in reason else errno.EIO
+    return OSError(code, reason, path)
 
 
 @contextmanager
@@ -199,7 +219,7 @@ def _search(
         with ctrl_c_deferred():
             tuner.flush(raise_errors=False)
             recorder.submit("finish", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED").result()
-        raise
+        raise as_os_error(err) or err  # noqa: B904 (the error itself, or its OSError form)
     with ctrl_c_deferred():
         tuner.flush()
         rows, trials, ui_command = recorder.submit("finish", "FINISHED").result()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -145,6 +146,9 @@ class Tracker:
     """
 
     def __init__(self, uri: str, experiment: str, create: bool = True):
+        # MLflow prints "View run ... at <uri>" for a server store as each run ends: noise in
+        # our output, and the URI may carry credentials.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = uri
         with _store_lock(uri):
             self.client = _Retrying(_open_client(uri))

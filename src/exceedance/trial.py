@@ -6,7 +6,9 @@ imports `tensorboard`, which the CPU build of TensorFlow does not bring and we d
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -30,6 +32,24 @@ SEND_EVERY_S = 5.0
 # keras-tuner prints the traceback of every failed trial by default; we record the reason as a
 # run tag and in the progress line instead.
 kt.src.config.DEBUG = False
+
+
+def _save_json_whole(path: str, obj) -> str:
+    """keras-tuner's `utils.save_json`, but all or nothing: the file is written beside its place
+    and renamed over it. keras-tuner rewrites its state files in place, so a full disk or a kill
+    mid-write left a truncated `oracle.json` or `trial.json` that no rerun could read."""
+    text = json.dumps(obj)
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "w") as handle:
+            handle.write(text)
+    except OSError as err:  # raised by the closing flush, which names no file
+        raise OSError(err.errno, err.strerror, partial) from None
+    os.replace(partial, path)
+    return text
+
+
+kt.src.utils.save_json = _save_json_whole  # every state file goes through it (engine.stateful)
 
 
 def _last_line(message: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from exceedance.cli.errors import exit_on_user_error, run_hydra
 from exceedance.cli.table import front_line
 from exceedance.config import Config, register_configs
 from exceedance.errors import ConfigError, has_userinfo, redact
+from exceedance.stores import require_free_space
 from exceedance.sweep import SweepResult, run
 
 COMMAND = "exceedance-sweep"
@@ -74,10 +76,23 @@ def keep_secrets_from_hydra(argv: list[str]) -> list[str]:
     return kept
 
 
+def _ctrl_c_to_the_jobs(signum, frame) -> None:
+    """A multirun's first Ctrl-C is for its jobs: each ends its search in order (records
+    complete, runs KILLED) and the multirun ends with them. Were the launcher interrupted too,
+    joblib would SIGKILL every job's process tree mid-write. A second Ctrl-C stops the launcher."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if {"-m", "--multirun"} & set(sys.argv[1:]):
+        signal.signal(signal.SIGINT, _ctrl_c_to_the_jobs)
     sys.argv[1:] = exit_on_user_error(COMMAND, keep_secrets_from_hydra, sys.argv[1:])
+    # Hydra writes its run folder under mlruns/ before the search starts: a full disk there
+    # would fail inside Hydra, in a write that names no file.
+    outputs = Path("mlruns").resolve()
+    exit_on_user_error(COMMAND, require_free_space, outputs if outputs.is_dir() else Path.cwd())
     run_hydra(COMMAND, _sweep)
 
 
