@@ -28,17 +28,25 @@ SEARCHES = 20
 def fill(uri: str, runs: int, seed: int = 0) -> None:
     from mlflow.entities import Metric, Param
 
-    from exceedance.config import Config
+    from exceedance.config import Config, DataConfig
     from exceedance.tracking import Tracker
 
     tracker = Tracker(uri, EXPERIMENT)
     rng = np.random.default_rng(seed)
     per_search = -(-runs // SEARCHES)
     for search in range(SEARCHES):
-        parent = tracker.start_search(f"bench-{search}", Config(name=EXPERIMENT), {"hydra.job_num": str(search)})
+        parent = tracker.start_search(
+            f"bench-{search}", Config(name=EXPERIMENT, data=DataConfig(limit=1.0)), {"hydra.job_num": str(search)}
+        )
         for trial in range(min(per_search, runs - search * per_search)):
             form = ("l1", "l2", "sigmoid_count")[trial % 3]
-            params = {"penalty": form, "threshold": rng.uniform(0.5, 1.2), "lam": rng.uniform(0.01, 10)}
+            offset = rng.uniform(-0.5, 0.2)
+            params = {
+                "penalty": form,
+                "threshold_offset": offset,
+                "threshold": 1.0 + offset,
+                "lam": rng.uniform(0.01, 10),
+            }
             params.update({"learning_rate": 0.003, "quality": "within_tolerance", "limit": 1.0})
             if form == "sigmoid_count":
                 params["temperature"] = rng.uniform(0.02, 0.5)

@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from exceedance import data as data_module
-from exceedance.config import Config
+from exceedance.config import Config, DataConfig
 from exceedance.recorder import Recorder
 
 
@@ -63,7 +63,7 @@ def search(config: Config, tracked: bool, work: Path) -> tuple[list[dict[str, fl
         recorder.open(f"sqlite:///{work / 'mlflow.db'}", config, search_key(config), {})
     tuner = TrackedTuner(
         make_oracle(config),
-        ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs),
+        ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target),
         config,
         recorder,
         directory=str(work / "tuner"),
@@ -92,9 +92,9 @@ def main() -> None:
         help="track neither variant: shows the ratio this machine gives for no change",
     )
     args = parser.parse_args()
-    config = Config(name="bench-trial")
+    config = Config(name="bench-trial", data=DataConfig(limit=1.0))
     config.search.max_trials = args.trials
-    warm = Config(name="bench-warm")
+    warm = Config(name="bench-warm", data=DataConfig(limit=1.0))
     warm.search.max_trials = 1
     timings: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     ends: dict[bool, list[float]] = {True: [], False: []}

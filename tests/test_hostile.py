@@ -250,7 +250,7 @@ data: {{name: synthetic, limit: 1.0, n_samples: 300}}
 model: {{hidden_units: [8]}}
 penalty:
   forms: [l2]
-  threshold: {{low: 1.0, high: 1.0}}
+  threshold_offset: {{low: 0.0, high: 0.0}}
   lam: {{low: 1.0, high: 1.0}}
 search:
   epochs: 1

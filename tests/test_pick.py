@@ -37,6 +37,7 @@ def fill(uri: str) -> None:
             {
                 "penalty": "l2",
                 "threshold": 0.5 + i / 10,
+                "threshold_offset": -0.5 + i / 10,
                 "lam": 1.0,
                 "learning_rate": 0.003,
                 "quality": "within_tolerance",
@@ -102,7 +103,7 @@ def check_front_export_and_tag(uri: str, out_dir: Path, capsys) -> None:
     assert (out_dir / "pareto.png").stat().st_size > 0
     exported = yaml.safe_load((out_dir / "picked.yaml").read_text())
     picked = next(line.split()[1] for line in out.splitlines() if line.startswith(" * "))
-    assert exported["penalty"]["threshold"]["low"] == pytest.approx(0.5 + int(picked) / 10)
+    assert exported["penalty"]["threshold_offset"]["low"] == pytest.approx(-0.5 + int(picked) / 10)
     assert exported["search"]["max_trials"] == 1 and exported["defaults"] == ["base_config", "_self_"]
     client = MlflowClient(uri)
     tagged = client.search_runs([client.get_experiment_by_name("known").experiment_id], "tags.picked = 'true'")
@@ -140,7 +141,7 @@ def test_store_reader_returns_what_mlflow_search_runs_returns(filled):
         assert trial.trial_id == run.data.tags["exceedance.trial_id"]
         assert parent == run.data.tags["mlflow.parentRunId"]
         assert trial.params == {k: v for k, v in run.data.params.items() if k in trial.params}
-        assert set(trial.params) == {"penalty", "threshold", "lam", "learning_rate", "quality"}
+        assert set(trial.params) == {"penalty", "threshold", "threshold_offset", "lam", "learning_rate", "quality"}
     assert store.experiment_id("nope") is None
 
 

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import compose_config
+from exceedance.data import synthetic
 from exceedance.sweep import run
 
 pytestmark = pytest.mark.slow
@@ -122,3 +123,38 @@ def test_command_line_prints_front_and_ui_command(tmp_path):
     assert "Pareto-optimal trials" in done.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db" in done.stdout
     assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+
+
+def test_a_search_in_other_units_is_the_same_search_reported_in_those_units(tmp_path):
+    """The same data in sd units (limit 1) and in a user's units (40 * y + 100, limit 140):
+    targets are standardized for training, so both searches train the same models; thresholds,
+    predictions and errors come back in each one's units."""
+    x, y = synthetic(400, 4, 2, 1.0, 0.3, seed=3)
+    runs = {}
+    for name, scale, shift in (("sd", 1.0, 0.0), ("kw", 40.0, 100.0)):
+        path = tmp_path / f"{name}.csv"
+        columns = [*(f"x{i}" for i in range(4)), "a", "b"]
+        np.savetxt(path, np.hstack([x, y * scale + shift]), delimiter=",", header=",".join(columns), comments="")
+        overrides = [
+            f"name={name}",
+            "data=file",
+            f"data.path={path}",
+            "data.targets=[a,b]",
+            f"data.limit={1.0 * scale + shift}",
+            "data.quality=mae",
+            "search.max_trials=2",
+            "search.epochs=2",
+            "model.hidden_units=[8]",
+            f"tracking.uri={store_uri(tmp_path)}",
+            f"search.directory={tmp_path}/tuner",
+        ]
+        run(compose_config(overrides), report=lambda _: None)
+        _, trials = runs_by_role(MlflowClient(store_uri(tmp_path)), name)
+        runs[name] = {t.data.tags["exceedance.trial_id"]: t.data for t in trials}
+    assert sorted(runs["sd"]) == sorted(runs["kw"]) == ["0", "1"]
+    for trial_id, sd in runs["sd"].items():
+        kw = runs["kw"][trial_id]
+        assert kw.params["threshold_offset"] == sd.params["threshold_offset"]
+        assert float(kw.params["threshold"]) == pytest.approx(40 * float(sd.params["threshold"]) + 100, rel=1e-4)
+        assert kw.metrics["val_exceedance_rate"] == pytest.approx(sd.metrics["val_exceedance_rate"], abs=1e-6)
+        assert kw.metrics["val_mae"] == pytest.approx(40 * sd.metrics["val_mae"], rel=1e-3)

@@ -61,7 +61,8 @@ def test_sweep_pick_train_registers_a_champion_that_loads_by_alias(tmp_path, tin
     config = compose_file(out / "picked.yaml", [])
     dataset = data_module.load(config.data)
     x_raw = dataset.raw(dataset.x_test)
-    np.savez(tmp_path / "test.npz", x=x_raw, y=dataset.y_test)
+    y_user = dataset.target.to_user(dataset.y_test)  # the shipped model speaks the user's units
+    np.savez(tmp_path / "test.npz", x=x_raw, y=y_user)
     loaded = subprocess.run(
         [sys.executable, "-c", LOAD, uri, "models:/shipit@champion", str(tmp_path / "test.npz")],
         capture_output=True,
@@ -82,7 +83,8 @@ def test_sweep_pick_train_registers_a_champion_that_loads_by_alias(tmp_path, tin
     )
     # The custom loss came back with the picked trial's values; the custom metrics came back too.
     assert result["loss"]["form"] == config.penalty.forms[0]
-    assert result["loss"]["threshold"] == pytest.approx(config.penalty.threshold.low)
+    offset = config.penalty.threshold_offset.low
+    assert result["loss"]["threshold"] == pytest.approx(config.data.limit + offset * dataset.target.scale, rel=1e-5)
     assert result["loss"]["lam"] == pytest.approx(config.penalty.lam.low)
     assert {"ExceedanceCount", "ExceedanceRate", "WithinTolerance"} <= set(result["metrics"])
     # The signature describes raw features in and one column per output out.
@@ -116,5 +118,7 @@ def test_train_refuses_a_config_that_is_not_one_trial(tmp_path, config, message)
 
 def test_train_refuses_a_searched_value():
     config = compose_config([*TINY, "penalty=l2"])
-    with pytest.raises(ConfigError, match=r"penalty.threshold: exceedance-train needs a fixed value .*0.5..1.2"):
+    with pytest.raises(
+        ConfigError, match=r"penalty.threshold_offset: exceedance-train needs a fixed value .*-0.5..0.2"
+    ):
         require_fixed(config)

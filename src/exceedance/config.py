@@ -57,7 +57,13 @@ class DataConfig:
     # Every data option sets it; for your own file it is required, in your targets' units.
     limit: float = MISSING
     quality: str = "within_tolerance"
+    # within_tolerance: a prediction within this many target standard deviations of the truth
+    # (in the targets' own units when scale_targets is false)
     tolerance: float = 0.25
+    # Train on standardized targets (one mean and standard deviation over all outputs of the
+    # training rows), so the penalty's threshold offset, lambda and the tolerance mean the same
+    # for any data; everything is reported in your units. Off for outputs bounded in (0, 1).
+    scale_targets: bool = True
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -91,11 +97,16 @@ class ModelConfig:
 
 @dataclass
 class PenaltyConfig:
-    """The penalty's search space: forms, where it starts, how much it weighs, how soft it is."""
+    """The penalty's search space: forms, where it starts, how much it weighs, how soft it is.
+
+    The training threshold is searched as an offset from the evaluation limit in target standard
+    deviations (`data.scale_targets`): -0.5 starts the penalty half a standard deviation below
+    the limit, whatever the data's units. Trials record the threshold itself in your units.
+    """
 
     forms: list[str] = field(default_factory=lambda: list(PENALTY_FORMS))
     base_loss: str = "mse"
-    threshold: Range = field(default_factory=lambda: Range(0.5, 1.2))
+    threshold_offset: Range = field(default_factory=lambda: Range(-0.5, 0.2))
     lam: Range = field(default_factory=lambda: Range(0.01, 10.0))
     temperature: Range = field(default_factory=lambda: Range(0.02, 0.5))
 
@@ -252,6 +263,11 @@ def validate(config: Config) -> None:
 
     _one_of(config.model.output_activation, OUTPUT_ACTIVATIONS, "model.output_activation")
     _one_of(config.model.activation, ACTIVATIONS, "model.activation")
+    _require(
+        not (data.scale_targets and config.model.output_activation == "sigmoid"),
+        "data.scale_targets",
+        "must be false with model.output_activation=sigmoid (outputs in (0, 1) learn targets as they are)",
+    )
     _one_of(penalty.base_loss, BASE_LOSSES, "penalty.base_loss")
     _require(
         all(u >= 1 for u in config.model.hidden_units),
@@ -262,7 +278,7 @@ def validate(config: Config) -> None:
     _require(len(penalty.forms) > 0, "penalty.forms", f"needs at least one of {', '.join(PENALTY_FORMS)}")
     for form in penalty.forms:
         _one_of(form, PENALTY_FORMS, "penalty.forms")
-    _range(penalty.threshold, "penalty.threshold")
+    _range(penalty.threshold_offset, "penalty.threshold_offset")
     _range(penalty.lam, "penalty.lam", non_negative=True)
     if penalty.lam.low < penalty.lam.high:
         _require(

@@ -16,11 +16,32 @@ from exceedance.config import ConfigError, DataConfig
 
 
 @dataclass(frozen=True)
+class TargetScale:
+    """How targets are scaled for training: `model = (user - shift) / scale`.
+
+    The identity when `data.scale_targets` is false. Limits, thresholds and predictions go
+    through it both ways, so models train in standard deviations and users read their units.
+    """
+
+    shift: float = 0.0
+    scale: float = 1.0
+
+    def to_model(self, values):
+        """From the user's units to the units the model trains in."""
+        return (values - self.shift) / self.scale
+
+    def to_user(self, values):
+        """From the model's units back to the user's."""
+        return values * self.scale + self.shift
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Train/validation/test arrays; targets are always 2-D `(rows, outputs)`.
 
     Features are standardized with the training rows' `feature_mean` and `feature_std`, kept so
     a model shipped for serving can take raw features (see `train.with_standardization`).
+    Targets are in the model's units (`target`): `target.to_user` gives them back in the user's.
     """
 
     x_train: np.ndarray
@@ -31,6 +52,7 @@ class Dataset:
     y_test: np.ndarray
     feature_mean: np.ndarray
     feature_std: np.ndarray
+    target: TargetScale = TargetScale()
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Undo the standardization: the features as the user has them."""
@@ -221,23 +243,30 @@ def _check(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def split(x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> Dataset:
-    """Shuffle with `seed`, split, and standardize features with training statistics."""
+def split(
+    x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, scale_targets: bool = False
+) -> Dataset:
+    """Shuffle with `seed`, split, standardize features with training statistics and, with
+    `scale_targets`, targets with one mean and standard deviation over all training outputs."""
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
     n_val = max(1, round(len(x) * val_fraction))
     test, val, train = np.split(order, [n_test, n_test + n_val])
     mean, std = x[train].mean(axis=0), x[train].std(axis=0)
     std[std == 0] = 1.0
+    target = TargetScale()
+    if scale_targets:
+        spread = float(y[train].std())
+        target = TargetScale(float(y[train].mean()), spread if spread > 0 else 1.0)
 
     def part(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(over="ignore", invalid="ignore"):
             scaled = ((x[idx] - mean) / std).astype(np.float32)
         if not np.isfinite(scaled).all():
             raise ConfigError("data: a feature column cannot be standardized (its spread is too small for its values)")
-        return scaled, y[idx].astype(np.float32)
+        return scaled, target.to_model(y[idx]).astype(np.float32)
 
-    return Dataset(*part(train), *part(val), *part(test), feature_mean=mean, feature_std=std)
+    return Dataset(*part(train), *part(val), *part(test), feature_mean=mean, feature_std=std, target=target)
 
 
 def load(config: DataConfig) -> Dataset:
@@ -258,4 +287,4 @@ def load(config: DataConfig) -> Dataset:
     else:
         x, y = _sklearn(config.name)
     x, y = _check(x, y)
-    return split(x, y, config.val_fraction, config.test_fraction, config.seed)
+    return split(x, y, config.val_fraction, config.test_fraction, config.seed, config.scale_targets)

@@ -104,25 +104,46 @@ class WithinTolerance(keras.metrics.Mean):
         return {**super().get_config(), "tolerance": self.tolerance}
 
 
-def quality_metric(name: str, tolerance: float) -> keras.metrics.Metric:
-    """The Keras metric behind a quality name from `config.QUALITY_DIRECTIONS`."""
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ScaledError(keras.metrics.Mean):
+    """Mean absolute (`power=1`) or squared (`power=2`) error in the user's units, of a model that
+    predicts targets divided by `scale`."""
+
+    def __init__(self, power: int = 1, scale: float = 1.0, name: str = "mae", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.power, self.scale = int(power), float(scale)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        error = ops.abs(ops.convert_to_tensor(y_true) - y_pred) * self.scale
+        super().update_state(error**self.power, sample_weight=sample_weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "power": self.power, "scale": self.scale}
+
+
+def quality_metric(name: str, tolerance: float, scale: float = 1.0) -> keras.metrics.Metric:
+    """The Keras metric behind a quality name from `config.QUALITY_DIRECTIONS`; `mae` and `mse` in
+    the user's units when the model predicts targets divided by `scale`."""
     if name == "within_tolerance":
         return WithinTolerance(tolerance)
     if name == "accuracy":
         return keras.metrics.BinaryAccuracy(name="accuracy")
     if name == "mae":
-        return keras.metrics.MeanAbsoluteError(name="mae")
-    return keras.metrics.MeanSquaredError(name="mse")
+        return ScaledError(1, scale, name="mae")
+    return ScaledError(2, scale, name="mse")
 
 
-def training_metrics(loss: PenalizedLoss, limit: float, quality: str, tolerance: float) -> list:
-    """Everything a trial reports per epoch: loss parts, exceedance on the limit, quality."""
+def training_metrics(loss: PenalizedLoss, limit: float, quality: str, tolerance: float, scale: float = 1.0) -> list:
+    """Everything a trial reports per epoch: loss parts, exceedance on the limit, quality.
+
+    `limit` and `tolerance` are in the units the model predicts in; `scale` turns its errors into
+    the user's units (`mae`, `mse`)."""
     return [
         BaseLossPart(loss.base),
         PenaltyPart(loss.form, loss.threshold, loss.temperature),
         ExceedanceCount(limit),
         ExceedanceRate(limit),
-        quality_metric(quality, tolerance),
+        quality_metric(quality, tolerance, scale),
     ]
 
 

@@ -107,7 +107,12 @@ def export_config(search_config: str, picked: pareto.TrialRecord, path: Path) ->
     params = picked.params
     penalty = config["penalty"]
     penalty["forms"] = [params["penalty"]]
-    for name in ("threshold", "lam", "temperature"):
+    if "threshold_offset" not in params:
+        raise ConfigError(
+            f"trial {picked.trial_id} was recorded without threshold_offset (by an older version); pick from a "
+            "search run with this one"
+        )
+    for name in ("threshold_offset", "lam", "temperature"):
         if name in params:
             penalty[name] = {"low": float(params[name]), "high": float(params[name])}
     rate = float(params["learning_rate"])

@@ -14,6 +14,7 @@ import numpy as np
 from hydra.utils import get_method
 
 from exceedance.config import SIGMOID_COUNT, Config, Range
+from exceedance.data import TargetScale
 from exceedance.losses import PenalizedLoss
 from exceedance.metrics import training_metrics
 
@@ -24,19 +25,35 @@ def _grid(r: Range, points: int, log: bool) -> list[float]:
 
 
 class ExceedanceHyperModel(kt.HyperModel):
-    """Declares threshold, lambda, penalty form, temperature and learning rate; builds the model.
+    """Declares threshold offset, lambda, penalty form, temperature and learning rate; builds the model.
 
     Args:
         config: the search's configuration.
         n_features: input width of the data.
         n_outputs: output width of the data.
+        target: how the data's targets are scaled for training (`Dataset.target`).
     """
 
-    def __init__(self, config: Config, n_features: int, n_outputs: int):
+    def __init__(self, config: Config, n_features: int, n_outputs: int, target: TargetScale | None = None):
         super().__init__(name="exceedance")
         self.config = config
         self.n_features = n_features
         self.n_outputs = n_outputs
+        self.target = target or TargetScale()
+
+    @property
+    def offset(self) -> float:
+        """The threshold offset of a config with it fixed (a retrain's)."""
+        return float(self.config.penalty.threshold_offset.low)
+
+    @property
+    def model_limit(self) -> float:
+        """The evaluation limit in the units the model trains in."""
+        return float(self.target.to_model(self.config.data.limit))
+
+    def threshold(self, offset: float) -> float:
+        """The training threshold in the user's units, for an offset in target standard deviations."""
+        return float(self.config.data.limit + offset * self.target.scale)
 
     def _value(self, hp: kt.HyperParameters, name: str, r: Range, log: bool) -> float:
         if r.low == r.high:
@@ -46,11 +63,14 @@ class ExceedanceHyperModel(kt.HyperModel):
         return hp.Float(name, r.low, r.high, sampling="log" if log else "linear")
 
     def penalty_params(self, hp: kt.HyperParameters) -> dict[str, float | str]:
-        """Declare the penalty's hyperparameters and return their values for this trial."""
+        """Declare the penalty's hyperparameters and return their values for this trial, with the
+        training threshold they give in the user's units (`threshold`)."""
         penalty = self.config.penalty
+        offset = self._value(hp, "threshold_offset", penalty.threshold_offset, log=False)
         params: dict[str, float | str] = {
             "penalty": hp.Choice("penalty", list(penalty.forms)),
-            "threshold": self._value(hp, "threshold", penalty.threshold, log=False),
+            "threshold_offset": offset,
+            "threshold": self.threshold(offset),
             "lam": self._value(hp, "lam", penalty.lam, log=penalty.lam.low > 0),
         }
         if SIGMOID_COUNT in penalty.forms:
@@ -76,7 +96,7 @@ class ExceedanceHyperModel(kt.HyperModel):
         loss = PenalizedLoss(
             self.config.penalty.base_loss,
             str(params["penalty"]),
-            float(params["threshold"]),
+            self.model_limit + float(params["threshold_offset"]),
             float(params["lam"]),
             float(params.get("temperature", 0.1)),
         )
@@ -84,7 +104,7 @@ class ExceedanceHyperModel(kt.HyperModel):
         model.compile(
             optimizer=keras.optimizers.Adam(float(params["learning_rate"])),
             loss=loss,
-            metrics=training_metrics(loss, data.limit, data.quality, data.tolerance),
+            metrics=training_metrics(loss, self.model_limit, data.quality, data.tolerance, self.target.scale),
             jit_compile=self.config.search.jit_compile,
         )
         return model

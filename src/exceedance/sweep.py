@@ -196,7 +196,7 @@ def _search(
     try:
         tuner = TrackedTuner(
             make_oracle(config),
-            ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs),
+            ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target),
             config,
             recorder,
             directory=directory,

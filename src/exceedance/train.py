@@ -50,7 +50,7 @@ def require_fixed(config: Config) -> None:
             "train a config exported by exceedance-pick"
         )
     searched: dict[str, Range] = {
-        "penalty.threshold": config.penalty.threshold,
+        "penalty.threshold_offset": config.penalty.threshold_offset,
         "penalty.lam": config.penalty.lam,
         "search.learning_rate": config.search.learning_rate,
     }
@@ -90,19 +90,31 @@ def default_model_name(config: Config) -> str:
     return config.name.removesuffix("-picked")
 
 
-def with_standardization(model, mean: np.ndarray, std: np.ndarray, metrics: list):
-    """`model` behind a fixed standardization layer, compiled with the same loss and `metrics`,
-    so it takes features as the user has them and its saved compile config matches training."""
+def for_serving(model, dataset: data_module.Dataset, hypermodel):
+    """`model` as users call it: raw features in (a fixed standardization layer first), targets in
+    their units out (the training-time target scaling undone last), compiled with the loss and
+    metrics in those units, so its saved compile config and its scores read as the user's."""
     import keras
 
+    from exceedance.losses import PenalizedLoss
+    from exceedance.metrics import training_metrics
+
+    mean, std, target = dataset.feature_mean, dataset.feature_std, dataset.target
     inputs = keras.Input(shape=(len(mean),), name="features")
     scaled = keras.layers.Normalization(mean=mean, variance=np.square(std), name="standardize")(inputs)
-    shipped = keras.Model(inputs, model(scaled), name=f"{model.name}_standardized")
+    outputs = keras.layers.Rescaling(target.scale, target.shift, name="to_target_units")(model(scaled))
+    shipped = keras.Model(inputs, outputs, name=f"{model.name}_standardized")
+    trained = model.loss
+    loss = PenalizedLoss(
+        trained.base, trained.form, hypermodel.threshold(hypermodel.offset), trained.lam, trained.temperature
+    )
+    data = hypermodel.config.data
+    metrics = training_metrics(loss, data.limit, data.quality, data.tolerance * target.scale)
     # A fresh optimizer of the same settings: the shipped model is for serving, not for resuming.
     # Built now, so the saved file holds all its slots and loading it does not warn.
     optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
     optimizer.build(shipped.trainable_variables)
-    shipped.compile(optimizer=optimizer, loss=model.loss, metrics=metrics)
+    shipped.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return shipped
 
 
@@ -132,7 +144,6 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
     import keras_tuner as kt
     from mlflow.models import infer_signature
 
-    from exceedance.metrics import training_metrics
     from exceedance.search import ExceedanceHyperModel
     from exceedance.trial import EpochLogger, divergence, use_threads
 
@@ -141,7 +152,8 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
     run_id = tracker.start_training(config, {"exceedance.model_name": model_name})
     try:
         keras.utils.set_random_seed(config.search.seed)
-        model = ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs).build(kt.HyperParameters())
+        hypermodel = ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target)
+        model = hypermodel.build(kt.HyperParameters())
         x = np.concatenate([dataset.x_train, dataset.x_val])
         y = np.concatenate([dataset.y_train, dataset.y_val])
         report(f"training on {len(x)} rows (train+val) for {config.search.epochs} epochs")
@@ -159,11 +171,9 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
         problem = divergence({k: v[-1] for k, v in history.history.items()})
         if problem:
             raise ConfigError(f"{problem}; lower search.learning_rate or penalty.lam and train again")
-        data = config.data
-        metrics = training_metrics(model.loss, data.limit, data.quality, data.tolerance)
-        shipped = with_standardization(model, dataset.feature_mean, dataset.feature_std, metrics)
-        x_test = dataset.raw(dataset.x_test)
-        test = shipped.evaluate(x_test, dataset.y_test, batch_size=1024, verbose=0, return_dict=True)
+        shipped = for_serving(model, dataset, hypermodel)
+        x_test, y_test = dataset.raw(dataset.x_test), dataset.target.to_user(dataset.y_test)
+        test = shipped.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
         tracker.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
         predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
         signature = infer_signature(x_test, predictions)

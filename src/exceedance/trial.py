@@ -233,12 +233,15 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
         # Eager forward passes: predict/evaluate would trace and compile new graphs per model.
         test_predictions = model(dataset.x_test, training=False)
         data = self.config.data
-        metrics = training_metrics(model.loss, data.limit, data.quality, data.tolerance)
+        hypermodel = self.hypermodel
+        metrics = training_metrics(
+            model.loss, hypermodel.model_limit, data.quality, data.tolerance, hypermodel.target.scale
+        )
         test = evaluate_eagerly(model.loss, metrics, dataset.y_test, test_predictions)
         steps = len(history["loss"])
         self._record(trial.trial_id, {f"test_{k}": v for k, v in test.items()}, steps)
-        predictions = keras.ops.convert_to_numpy(model(dataset.x_val, training=False))
-        threshold = float(trial.hyperparameters.values["threshold"])
+        predictions = hypermodel.target.to_user(keras.ops.convert_to_numpy(model(dataset.x_val, training=False)))
+        threshold = hypermodel.threshold(float(trial.hyperparameters.values["threshold_offset"]))
         self._plot_inputs[trial.trial_id] = (predictions, threshold)
 
     def _later(self, method: str, *args) -> Future:
@@ -294,7 +297,8 @@ class TrackedTuner(kt.engine.base_tuner.BaseTuner):
     def _progress_line(self, trial, done: bool, reason: dict[str, str], seconds: float) -> str:
         values = trial.hyperparameters.values
         text = (
-            f"trial {trial.trial_id}: {values['penalty']:<13} threshold={values['threshold']:.3g} "
+            f"trial {trial.trial_id}: {values['penalty']:<13} "
+            f"threshold={self.hypermodel.threshold(values['threshold_offset']):.3g} "
             f"lam={values['lam']:.3g}"
         )
         if values["penalty"] == "sigmoid_count":

@@ -29,7 +29,7 @@ from exceedance.pareto import TABLE_PARAMS, TrialRecord
 from exceedance.stores import mlflow_error_code, not_mlflow, request
 
 ROLE, TRIAL_ID, PARENT = "exceedance.role", "exceedance.trial_id", "mlflow.parentRunId"
-PARAMS = (*TABLE_PARAMS, "quality")
+PARAMS = (*TABLE_PARAMS, "threshold_offset", "quality")
 METRICS = ("val_exceedance_rate", *(f"val_{q}" for q in QUALITY_DIRECTIONS))
 CONFIG_FILE = "config.yaml"
 PICKED = "picked"
