@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from exceedance.cli.errors import exit_on_user_error, run_hydra
@@ -33,7 +35,34 @@ def format_front(result: SweepResult) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _sweep(cfg: DictConfig) -> None:
-    exit_on_user_error(COMMAND, _run_and_print, cfg)
+    with _siblings_end_first():
+        exit_on_user_error(COMMAND, _run_and_print, cfg)
+
+
+@contextmanager
+def _siblings_end_first():
+    """In a multirun, a job that fails (Ctrl-C included) waits until its sibling jobs have ended
+    their searches before it reports: joblib answers a failed job by SIGKILLing the process tree
+    of every other job, which would cut their records short and leave their runs RUNNING.
+
+    Every running job holds a shared lock on one file of the multirun; a failing job drops its
+    own and takes the lock exclusively, which it gets once no sibling is still recording.
+    """
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        yield
+        return
+    import fcntl
+
+    path = Path(hydra_config.sweep.dir).resolve() / "jobs.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        except BaseException:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            raise
 
 
 def _run_and_print(cfg: DictConfig) -> None:
