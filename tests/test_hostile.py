@@ -56,6 +56,10 @@ def make_data(tmp: Path) -> None:
     csv(tmp / "twice.csv", "a,peak,peak", good_rows())
     csv(tmp / "na.csv", "id,b,peak", ["NA,1,2", *good_rows(39)])
     csv(tmp / "ragged.csv", "a,b,peak", [*good_rows(20), "1,2", *good_rows(20)])
+    (tmp / "empty.csv").write_text("")
+    (tmp / "header.csv").write_text("a,b,peak\n")
+    (tmp / "nul.csv").write_bytes(b"a,b,peak\n" + b"1,\x00,2\n" * 40)
+    npz(tmp / "cube.npz", x=np.ones((40, 2, 2)), y=np.zeros(40))
     with zipfile.ZipFile(tmp / "notnpy.npz", "w") as archive:
         archive.writestr("x.npy", b"not an array")
 
@@ -99,6 +103,15 @@ BEFORE_TENSORFLOW = [
     ([*FILE, "data.path=twice.csv", "data.targets=peak"], "twice.csv names columns ['peak'] more than once"),
     ([*FILE, "data.path=na.csv", "data.targets=peak"], "column 'id' of na.csv has a non-numeric value 'NA' in row 2"),
     ([*FILE, "data.path=ragged.csv", "data.targets=peak"], "row 22 of ragged.csv has 2 cells, the header 3"),
+    (["name="], "name: '' cannot name an experiment"),
+    ([*FILE, "data.path=.", "data.targets=peak"], "data.path: '.' is a folder"),
+    ([*FILE, "data.path=empty.csv", "data.targets=peak"], "data.path: empty.csv is empty"),
+    ([*FILE, "data.path=header.csv", "data.targets=peak"], "data: need at least 10 rows to split, got 0"),
+    ([*FILE, "data.path=nul.csv", "data.targets=peak"], "column 'b' of nul.csv has a non-numeric value"),
+    ([*FILE, "data.path=cube.npz", "data.targets=y"], "array 'x' of cube.npz has shape (40, 2, 2)"),
+    # Stores that name no file
+    (["tracking.uri=sqlite://mlflow.db"], "tracking.uri: 'sqlite://mlflow.db' names no database file"),
+    (["tracking.uri=sqlite:///:memory:"], "tracking.uri: 'sqlite:///:memory:' names no database file"),
     # A tuner directory that cannot be used
     (["search.directory=ok.csv"], "search.directory: cannot create"),
 ]

@@ -193,6 +193,8 @@ def read_file(path: str, targets: list[str], features: list[str] = ()) -> tuple[
         `(x, y)` as arrays with rows first.
     """
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"data.path: {path!r} is a folder; give the .csv or .npz file in it")
     if not file.is_file():
         raise ConfigError(f"data.path: file {path!r} does not exist")
     if file.suffix not in (".csv", ".npz"):

@@ -59,7 +59,13 @@ def resolve_uri(config: TrackingConfig) -> str:
             "http(s)://host:port of an MLflow server, or a postgresql:// / mysql:// database"
         )
     if scheme == "sqlite":
-        return f"sqlite:///{sqlite_path(uri).resolve()}"
+        path = uri.split(":///", 1)[1] if uri.startswith("sqlite:///") else ""
+        if not path or path.startswith(":memory:") or "?" in path:
+            raise ConfigError(
+                f"tracking.uri: {uri!r} names no database file; use sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (an in-memory store would lose every run)"
+            )
+        return f"sqlite:///{Path(path).resolve()}"
     return uri
 
 

@@ -75,7 +75,7 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     with claim(project):
         recorder = Recorder(config.tracking.timeout_s)  # starts now, alongside the TensorFlow import
         try:
-            return _search(config, dataset, uri, recorder, report, tags or {})
+            return _search(config, key, dataset, uri, recorder, report, tags or {})
         except BrokenProcessPool:
             raise SearchStopped(
                 "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
@@ -181,7 +181,7 @@ def ctrl_c_deferred():
 
 
 def _search(
-    config: Config, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
+    config: Config, key: str, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
 ) -> SweepResult:
     from exceedance.search import ExceedanceHyperModel, make_oracle
     from exceedance.trial import TrackedTuner, failure_hint, use_threads
@@ -191,7 +191,6 @@ def _search(
     # Every trial builds a new model, so fit() traces new graphs by design; that warning is noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
-    key = search_key(config)
     directory = str(Path(config.search.directory).resolve())
     try:
         tuner = TrackedTuner(

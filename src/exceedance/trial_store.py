@@ -58,12 +58,9 @@ class DatabaseTrialStore:
     """SQL over MLflow's tracking tables, through SQLAlchemy (which MLflow itself uses)."""
 
     def __init__(self, uri: str):
+        """`uri` has passed `stores.check_store`: an MLflow store at this MLflow's schema."""
         import sqlalchemy
 
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-            raise ConfigError(
-                f"tracking uri: no MLflow store at {redact(uri)}; run a sweep first or fix --tracking-uri"
-            )
         self.uri = uri
         self._sql = sqlalchemy
         # SQLite: wait for a sweep's write lock instead of failing at once.
