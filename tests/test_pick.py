@@ -195,3 +195,28 @@ def test_a_whole_pick_imports_neither_tensorflow_nor_the_mlflow_client(filled):
     assert done.returncode == 0, done.stderr
     assert "imported: False False False" in done.stdout
     assert (tmp / "probe" / "picked.yaml").is_file()
+
+
+def test_a_second_pick_moves_the_tag_and_prints_the_store_to_train_into(filled, capsys):
+    uri, tmp = filled
+    main(["known", "--knee", "--tracking-uri", uri, "--out", str(tmp / "first")])
+    main(["known", "--max-exceedance", "0.0", "--tracking-uri", uri, "--out", str(tmp / "second")])
+    out = capsys.readouterr().out
+    client = MlflowClient(uri)
+    tagged = client.search_runs([client.get_experiment_by_name("known").experiment_id], "tags.picked = 'true'")
+    assert [r.data.tags["exceedance.trial_id"] for r in tagged] == [str(int(np.argmax(EXCEED == 0.0)))]
+    # picked.yaml leaves the URI out (it can hold credentials); the next command carries it
+    assert f"exceedance-train {tmp / 'second' / 'picked.yaml'} tracking.uri={uri}" in out
+    assert "tracking" not in yaml.safe_load((tmp / "second" / "picked.yaml").read_text())
+
+
+def test_a_pick_that_cannot_write_its_files_leaves_the_earlier_pick_tagged(filled, capsys):
+    uri, tmp = filled
+    main(["known", "--knee", "--tracking-uri", uri, "--out", str(tmp / "first")])
+    first = picked_trial(capsys)
+    (tmp / "taken").write_text("")
+    with pytest.raises(SystemExit):
+        main(["known", "--max-exceedance", "0.0", "--tracking-uri", uri, "--out", str(tmp / "taken" / "x")])
+    client = MlflowClient(uri)
+    tagged = client.search_runs([client.get_experiment_by_name("known").experiment_id], "tags.picked = 'true'")
+    assert [r.data.tags["exceedance.trial_id"] for r in tagged] == [first]
