@@ -236,7 +236,12 @@ def test_a_server_that_is_not_mlflow_is_refused_and_not_reported_as_a_missing_ex
     threading.Thread(target=server.serve_forever, daemon=True).start()
     uri = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        for name, args in (("sweep", [f"tracking.uri={uri}"]), ("pick", ["exp", "--knee", "--tracking-uri", uri])):
+        port = server.server_address[1]
+        for name, args in (
+            ("sweep", [f"tracking.uri={uri}"]),
+            ("sweep", ["tracking=server", f"tracking.port={port}"]),  # something else holds the port
+            ("pick", ["exp", "--knee", "--tracking-uri", uri]),
+        ):
             done = command(name, args, tmp_path)
             assert done.returncode == 2, done.stderr[-3000:]
             line = last_line(done)

@@ -334,7 +334,9 @@ def connect(config: TrackingConfig) -> str:
     if config.server:
         from exceedance.server import ensure_server
 
-        return ensure_server(config)
+        uri = ensure_server(config)
+        probe_server(uri, config.timeout_s)  # whatever answers on that port must be MLflow
+        return uri
     uri = resolve_uri(config)
     check_store(uri, config.timeout_s)
     return uri
