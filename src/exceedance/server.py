@@ -14,7 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from exceedance.config import ConfigError, TrackingConfig
+from exceedance.config import TrackingConfig
+from exceedance.errors import ConfigError
+from exceedance.stores import NotMlflow, probe_server
 
 
 def _answers(uri: str, timeout_s: float) -> bool:
@@ -35,8 +37,13 @@ def ensure_server(config: TrackingConfig) -> str:
         `http://host:port`.
     """
     uri = f"http://{config.host}:{config.port}"
-    if _answers(uri, config.timeout_s):
+    try:
+        probe_server(uri, config.timeout_s)
         return uri
+    except NotMlflow:
+        raise  # the port is someone else's
+    except ConfigError:
+        pass  # nothing answers: start one
     store = Path(config.store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
     command = [

@@ -130,8 +130,12 @@ def request(uri: str, path: str, timeout_s: float, body: dict | None = None, que
         ) from None
 
 
+class NotMlflow(ConfigError):
+    """Something answers at the tracking URI, but not MLflow's REST API."""
+
+
 def not_mlflow(uri: str, detail: str) -> ConfigError:
-    return ConfigError(
+    return NotMlflow(
         f"tracking.uri: {redact(uri)} answers, but not as an MLflow tracking server ({detail}); fix the URI"
     )
 
@@ -334,9 +338,7 @@ def connect(config: TrackingConfig) -> str:
     if config.server:
         from exceedance.server import ensure_server
 
-        uri = ensure_server(config)
-        probe_server(uri, config.timeout_s)  # whatever answers on that port must be MLflow
-        return uri
+        return ensure_server(config)
     uri = resolve_uri(config)
     check_store(uri, config.timeout_s)
     return uri
