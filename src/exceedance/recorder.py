@@ -112,7 +112,8 @@ def lost_message(uri: str, err: BaseException) -> str:
         return f"search stopped: no space left to write {where}; free some space, {resume}"
     if "full" in text and ("database" in text or "disk" in text):
         return f"search stopped: the MLflow store {redact(uri)} is full ({text[:120]}); free some space, {resume}"
-    if uri.startswith(("http://", "https://")):
+    unreachable = ("Max retries", "Connection", "connection", "timed out", "Timeout")
+    if uri.startswith(("http://", "https://")) and any(sign in text for sign in unreachable):
         return f"search stopped: the tracking server at {redact(uri)} stopped answering; start it again, {resume}"
     return f"search stopped: recording to {redact(uri)} failed ({type(err).__name__}: {text[:200]}); {resume}"
 
