@@ -62,3 +62,8 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, targets, message):
         write_csv(path, content)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load(DataConfig(name="file", limit=1.0, path=str(path), targets=targets))
+
+
+def test_an_unknown_data_set_raises_instead_of_loading_another():
+    with pytest.raises(ConfigError, match="data.name: unknown data set 'mnist'"):
+        load(DataConfig(name="mnist", limit=1.0))

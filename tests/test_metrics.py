@@ -6,7 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from exceedance.metrics import BaseLossPart, ExceedanceCount, ExceedanceRate, PenaltyPart, WithinTolerance
+from exceedance.metrics import (
+    BaseLossPart,
+    ExceedanceCount,
+    ExceedanceRate,
+    PenaltyPart,
+    WithinTolerance,
+    quality_metric,
+)
 
 
 def batches(array, size):
@@ -59,3 +66,8 @@ def test_metrics_serialize():
     for metric in (ExceedanceRate(0.7), PenaltyPart("sigmoid_count", 0.5, 0.05), WithinTolerance(0.1)):
         clone = metric.__class__.from_config(metric.get_config())
         assert clone.get_config() == metric.get_config()
+
+
+def test_an_unknown_quality_metric_raises_instead_of_becoming_mse():
+    with pytest.raises(ValueError, match="unknown quality metric 'r2'"):
+        quality_metric("r2", 0.25)

@@ -50,3 +50,12 @@ def test_table_lists_front_first():
     ]
     rows = table(records, front_mask(np.array([0.5, 0.9, 0.8]), np.array([0.3, 0.1, 0.05]), "max"))
     assert [(r["trial_id"], r["pareto"]) for r in rows] == [("2", True), ("1", True), ("0", False)]
+
+
+def test_a_penalty_form_without_a_colour_still_shows_in_the_front_figure():
+    from exceedance.plots import pareto_front
+
+    quality, exceedance = np.array([0.9, 0.8, 0.7]), np.array([0.2, 0.1, 0.0])
+    figure = pareto_front(quality, exceedance, ["l1", "hinge", "hinge"], np.ones(3, bool), "within_tolerance")
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert {"l1", "hinge"} <= set(labels)

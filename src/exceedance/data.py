@@ -94,8 +94,9 @@ def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = datasets.load_diabetes(return_X_y=True)
         # Targets in standard deviations, so a limit of 1.0 means "one sd above the mean".
         return x, (y - y.mean()) / y.std()
-    x, y = datasets.load_breast_cancer(return_X_y=True)
-    return x, y
+    if name == "breast_cancer":
+        return datasets.load_breast_cancer(return_X_y=True)
+    raise ConfigError(f"data.name: unknown data set {name!r}")  # never a silent default
 
 
 FIX_FEATURES = "name the feature columns with data.features=[a,b] (every other column is left out)"

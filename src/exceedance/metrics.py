@@ -130,7 +130,9 @@ def quality_metric(name: str, tolerance: float, scale: float = 1.0) -> keras.met
         return keras.metrics.BinaryAccuracy(name="accuracy")
     if name == "mae":
         return ScaledError(1, scale, name="mae")
-    return ScaledError(2, scale, name="mse")
+    if name == "mse":
+        return ScaledError(2, scale, name="mse")
+    raise ValueError(f"unknown quality metric {name!r}")  # never a silent default
 
 
 def training_metrics(loss: PenalizedLoss, limit: float, quality: str, tolerance: float, scale: float = 1.0) -> list:

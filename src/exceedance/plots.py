@@ -41,10 +41,11 @@ def pareto_front(
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots(gridspec_kw=MARGINS)
     forms_arr = np.asarray(forms)
-    for form, colour in FORM_COLOURS.items():
+    for i, form in enumerate(sorted(set(forms), key=str)):
+        # A form without a colour of its own still shows (it used to vanish from the figure).
+        colour = FORM_COLOURS.get(form, f"C{(len(FORM_COLOURS) + i) % 10}")
         sel = forms_arr == form
-        if sel.any():
-            ax.scatter(exceedance[sel], quality[sel], c=colour, label=form, alpha=0.7)
+        ax.scatter(exceedance[sel], quality[sel], c=colour, label=form, alpha=0.7)
     order = np.argsort(exceedance[on_front])
     ax.plot(exceedance[on_front][order], quality[on_front][order], "k-", lw=1, label="Pareto front")
     ax.scatter(exceedance[on_front], quality[on_front], facecolors="none", edgecolors="k", s=90)
