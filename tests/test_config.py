@@ -60,3 +60,9 @@ def test_thread_settings_do_not_change_which_search_a_run_resumes():
     tuned = compose_config(["search.intra_op_threads=1", "search.inter_op_threads=1", "search.overwrite=true"])
     other = compose_config(["search.epochs=3"])
     assert search_key(tuned) == search_key(base) != search_key(other)
+
+
+def test_targets_accept_a_single_name():
+    file = ["data=file", "data.limit=1", "data.path=x.csv"]
+    assert compose_config([*file, "data.targets=peak"]).data.targets == ["peak"]
+    assert compose_config([*file, "data.targets=[peak]"]).data.targets == ["peak"]

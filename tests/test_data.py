@@ -65,5 +65,5 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, targets, message):
 
 
 def test_an_unknown_data_set_raises_instead_of_loading_another():
-    with pytest.raises(ConfigError, match="data.name: unknown data set 'mnist'"):
+    with pytest.raises(ConfigError, match=r"data\.name: unknown data set 'mnist'"):
         load(DataConfig(name="mnist", limit=1.0))

@@ -301,12 +301,3 @@ def test_train_refuses_bad_names_and_files_before_training(tmp_path, args, messa
     assert message in last_line(done), last_line(done)
     assert not tensorflow_imported(done)
     assert not store.exists() and not (tmp_path / "mlflow.db").exists()
-
-
-def test_targets_accept_a_single_name(tmp_path):
-    make_data(tmp_path)
-    from conftest import compose_config
-
-    one = compose_config([*FILE, "data.path=ok.csv", "data.targets=peak"])
-    listed = compose_config([*FILE, "data.path=ok.csv", "data.targets=[peak]"])
-    assert one.data.targets == listed.data.targets == ["peak"]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from exceedance.config import TrackingConfig
@@ -19,12 +17,15 @@ from exceedance.errors import ConfigError
 from exceedance.stores import NotMlflow, probe_server
 
 
-def _answers(uri: str, timeout_s: float) -> bool:
+def _answering(uri: str, timeout_s: float) -> bool:
+    """Whether an MLflow server answers at `uri`; `NotMlflow` when something else holds the port."""
     try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=timeout_s) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
+        probe_server(uri, timeout_s)
+    except NotMlflow:
+        raise
+    except ConfigError:
         return False
+    return True
 
 
 def ensure_server(config: TrackingConfig) -> str:
@@ -37,13 +38,8 @@ def ensure_server(config: TrackingConfig) -> str:
         `http://host:port`.
     """
     uri = f"http://{config.host}:{config.port}"
-    try:
-        probe_server(uri, config.timeout_s)
+    if _answering(uri, config.timeout_s):
         return uri
-    except NotMlflow:
-        raise  # the port is someone else's
-    except ConfigError:
-        pass  # nothing answers: start one
     store = Path(config.store_dir).resolve()
     store.mkdir(parents=True, exist_ok=True)
     command = [
@@ -72,7 +68,7 @@ def ensure_server(config: TrackingConfig) -> str:
                 f"tracking: mlflow server exited with code {process.returncode}; "
                 f"see {store / 'server.log'} (is port {config.port} taken?)"
             )
-        if _answers(uri, 1.0):
+        if _answering(uri, 1.0):
             return uri
         time.sleep(0.5)
     process.kill()

@@ -31,7 +31,6 @@ from pathlib import Path
 from exceedance.config import TrackingConfig
 from exceedance.errors import ConfigError, redact
 
-LOCAL_SCHEMES = ("sqlite",)
 REMOTE_SCHEMES = ("http", "https")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 # A store whose tables or schema revision changed within this many seconds is being migrated
@@ -182,24 +181,17 @@ def schema_revisions() -> tuple[str, frozenset[str]]:
     revisions, parents = set(), set()
     for file in versions.glob("*.py"):
         for node in ast.parse(file.read_text()).body:
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-                name, value = node.targets[0].id, ast.literal_eval(node.value) if _literal(node.value) else None
-                if name == "revision" and isinstance(value, str):
-                    revisions.add(value)
-                elif name == "down_revision" and value:
-                    parents.update([value] if isinstance(value, str) else value)
+            if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+                continue
+            name, value = node.targets[0].id, node.value
+            if name == "revision":
+                revisions.add(ast.literal_eval(value))
+            elif name == "down_revision" and (found := ast.literal_eval(value)):
+                parents.update([found] if isinstance(found, str) else found)
     heads = revisions - parents
     if len(heads) != 1:
         raise RuntimeError(f"MLflow's schema migrations have {len(heads)} heads; expected one")
     return heads.pop(), frozenset(revisions)
-
-
-def _literal(node: ast.AST) -> bool:
-    try:
-        ast.literal_eval(node)
-    except ValueError:
-        return False
-    return True
 
 
 # A store or tuner folder with less free space than this cannot take a search's records.
