@@ -24,13 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
+from exceedance.config import PENALTY_FORMS
 from exceedance.data import split, synthetic
 from exceedance.losses import PenalizedLoss
 from exceedance.metrics import training_metrics
 from exceedance.models import build_mlp
 
 LIMIT = 1.0
-FORMS = ("l1", "l2", "sigmoid_count")
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -48,8 +48,9 @@ class EpochTimes(keras.callbacks.Callback):
 def variants() -> dict[str, tuple[object, bool]]:
     """Name -> (loss, with the trial's metrics)."""
     found: dict[str, tuple[object, bool]] = {"mse": ("mse", False)}
-    for form in FORMS:
-        found[form] = (PenalizedLoss("mse", form, threshold=0.8, lam=1.0, temperature=0.1), False)
+    for form, extras in PENALTY_FORMS.items():
+        loss = PenalizedLoss("mse", form, threshold=0.8, lam=1.0, extras=dict.fromkeys(extras, 0.1))
+        found[form] = (loss, False)
     found["l2 + trial metrics"] = (PenalizedLoss("mse", "l2", threshold=0.8, lam=1.0), True)
     return found
 

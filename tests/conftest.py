@@ -8,15 +8,16 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from exceedance.cli.sweep import CONF_DIR
-from exceedance.config import Config, register_configs
+from exceedance.cli.sweep import CONFIG_MODULE
+from exceedance.config import register_configs
 
 register_configs()
 
@@ -29,11 +30,15 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str], config_dir: Path = CONF_DIR) -> Config:
-    """Compose `conf/` with Hydra exactly as the command does and convert to the schema."""
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(cfg)
+CONF_DIR = resources.files(CONFIG_MODULE)  # conf/ as the command finds it (with sweeps/)
+
+
+def compose_config(overrides: list[str], return_hydra_config: bool = False):
+    """Compose `conf/` with Hydra exactly as the command does and convert to the schema (or, with
+    `return_hydra_config`, the composed config with its `hydra` section)."""
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+    return cfg if return_hydra_config else OmegaConf.to_object(cfg)
 
 
 def free_port() -> int:

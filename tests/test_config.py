@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import inspect
+import itertools
 
-from conftest import compose_config
-from exceedance.cli.sweep import CONF_DIR
-from exceedance.config import ConfigError, validate
-from exceedance.sweep import search_key
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from conftest import CONF_DIR, compose_config
+from exceedance.config import ConfigError, Range, validate
+from exceedance.run_search import search_key
 
 GROUPS = ["data", "model", "penalty", "search", "tracking"]
-OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+OPTIONS = [(g, p.name[:-5]) for g in GROUPS for p in sorted((CONF_DIR / g).iterdir()) if p.name.endswith(".yaml")]
+SWEEPS = sorted(p.name[:-5] for p in (CONF_DIR / "sweeps").iterdir() if p.name.endswith(".yaml"))
 FILE_DATA = ["data.path=/x.csv", "data.targets=[y]", "data.limit=1"]
 
 
@@ -18,6 +22,29 @@ FILE_DATA = ["data.path=/x.csv", "data.targets=[y]", "data.limit=1"]
 def test_every_option_composes_and_validates(group, option):
     config = compose_config([f"{group}={option}", *(FILE_DATA if option == "file" else [])])
     validate(config)
+
+
+def sweep_jobs(sweep: str) -> list[list[str]]:
+    """The overrides of every job of a sweep file, as Hydra's basic sweeper expands them."""
+    params = compose_config([f"+sweeps={sweep}"], return_hydra_config=True).hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    values = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
+    return [list(job) for job in itertools.product(*values)]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_job_of_every_sweep_file_composes_and_validates(sweep):
+    jobs = sweep_jobs(sweep)
+    assert len(jobs) >= 2, f"sweeps/{sweep}.yaml sweeps nothing"
+    for job in jobs:
+        config = compose_config([f"+sweeps={sweep}", *job])
+        validate(config)
+        assert config.name == sweep
+
+
+def test_a_typo_in_a_sweep_parameter_fails_composition():
+    with pytest.raises(Exception, match="penalty/l3"):
+        compose_config(["+sweeps=penalty_forms", "penalty=l3"])
 
 
 def test_penalty_option_restricts_forms():
@@ -66,3 +93,38 @@ def test_targets_accept_a_single_name():
     file = ["data=file", "data.limit=1", "data.path=x.csv"]
     assert compose_config([*file, "data.targets=peak"]).data.targets == ["peak"]
     assert compose_config([*file, "data.targets=[peak]"]).data.targets == ["peak"]
+
+
+def test_every_extension_point_names_the_same_entries_as_its_registry():
+    """config.py lists each extension point's names for the checks before Keras is imported; the
+    module that implements it holds the registry. Adding an entry to one and not the other fails here."""
+    from exceedance import data, losses, metrics, search
+    from exceedance.config import DATASETS, ORACLES, PENALTY_FORMS, QUALITY_DIRECTIONS, PenaltyConfig
+
+    assert list(losses.FORMS) == list(PENALTY_FORMS)
+    for form, function in losses.FORMS.items():
+        extras = list(inspect.signature(function).parameters)[1:]
+        assert extras == list(PENALTY_FORMS[form]), form
+        for extra in extras:  # each searched from a range of its own in the penalty config
+            assert isinstance(getattr(PenaltyConfig(), extra), Range), extra
+    assert list(data.LOADERS) == list(DATASETS)
+    assert list(metrics.QUALITIES) == list(QUALITY_DIRECTIONS)
+    assert sorted(search.ORACLES) == sorted(ORACLES)
+
+
+def test_unknown_names_raise_instead_of_falling_through():
+    import numpy as np
+
+    from exceedance import data, losses, metrics, search
+    from exceedance.config import Config, DataConfig
+
+    with pytest.raises(ValueError, match="unknown penalty form 'hinge'"):
+        losses.penalty(np.zeros((2, 2)), 1.0, "hinge")
+    with pytest.raises(ConfigError, match="unknown data set 'iris'"):
+        data.load(DataConfig(name="iris", limit=1.0))
+    with pytest.raises(ValueError, match="unknown quality metric 'r2'"):
+        metrics.quality_metric("r2", 0.25)
+    config = Config(data=DataConfig(limit=1.0))
+    config.search.oracle = "annealing"
+    with pytest.raises(ValueError, match="unknown oracle 'annealing'"):
+        search.make_oracle(config)

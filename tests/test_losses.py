@@ -34,7 +34,8 @@ def test_penalty_matches_numpy(form):
     rng = np.random.default_rng(0)
     y_pred = rng.normal(1.0, 1.0, size=(32, 4)).astype("float32")
     y_pred[0, :] = 0.7  # exactly at the threshold
-    got = np.asarray(penalty(y_pred, 0.7, form, 0.05))
+    extras = {"temperature": 0.05} if form == "sigmoid_count" else {}
+    got = np.asarray(penalty(y_pred, 0.7, form, **extras))
     np.testing.assert_allclose(got, numpy_penalty(y_pred, 0.7, form, 0.05), rtol=1e-5, atol=1e-6)
     if form != "sigmoid_count":
         assert got[0] == 0.0
@@ -52,7 +53,8 @@ def test_loss_is_base_plus_weighted_penalty(form):
     rng = np.random.default_rng(1)
     y_true = rng.normal(size=(16, 2)).astype("float32")
     y_pred = rng.normal(1.0, size=(16, 2)).astype("float32")
-    loss = PenalizedLoss("mse", form, threshold=0.9, lam=0.3, temperature=0.2)
+    extras = {"temperature": 0.2} if form == "sigmoid_count" else {}
+    loss = PenalizedLoss("mse", form, threshold=0.9, lam=0.3, extras=extras)
     expected = ((y_true - y_pred) ** 2).mean(axis=-1) + 0.3 * numpy_penalty(y_pred, 0.9, form, 0.2)
     assert float(loss(y_true, y_pred)) == pytest.approx(expected.mean(), rel=1e-5)
 
@@ -74,7 +76,7 @@ def gradient(fn, y_pred):
 
 def test_sigmoid_count_has_gradient_near_threshold_and_hard_count_has_none():
     near = np.array([[0.95, 1.02, 1.1]], dtype="float32")
-    soft = gradient(lambda y: penalty(y, 1.0, "sigmoid_count", 0.1), near).numpy()
+    soft = gradient(lambda y: penalty(y, 1.0, "sigmoid_count", temperature=0.1), near).numpy()
     assert np.all(soft > 0), "pushing a prediction up must raise the soft count"
     hard = gradient(lambda y: tf.reduce_sum(tf.cast(y > 1.0, "float32")), near)
     # The hard count is a step: its gradient is None (no path) or zero everywhere -- which is
@@ -91,7 +93,7 @@ def test_gradient_pushes_only_exceeding_elements_down(form):
 
 def test_loss_roundtrips_with_a_saved_model(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    loss = PenalizedLoss("mse", "sigmoid_count", threshold=0.8, lam=0.4, temperature=0.07)
+    loss = PenalizedLoss("mse", "sigmoid_count", threshold=0.8, lam=0.4, extras={"temperature": 0.07})
     model.compile(optimizer="adam", loss=loss)
     path = tmp_path / "m.keras"
     model.save(path)

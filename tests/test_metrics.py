@@ -63,7 +63,7 @@ def test_loss_parts_report_base_and_penalty():
 
 
 def test_metrics_serialize():
-    for metric in (ExceedanceRate(0.7), PenaltyPart("sigmoid_count", 0.5, 0.05), WithinTolerance(0.1)):
+    for metric in (ExceedanceRate(0.7), PenaltyPart("sigmoid_count", 0.5, {"temperature": 0.05}), WithinTolerance(0.1)):
         clone = metric.__class__.from_config(metric.get_config())
         assert clone.get_config() == metric.get_config()
 

@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from conftest import compose_config
 from exceedance.cli.pick import main as pick_main
-from exceedance.sweep import run
+from exceedance.run_search import run
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "pick_pareto.ipynb"
 

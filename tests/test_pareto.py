@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exceedance.pareto import TrialRecord, front_mask, hypervolume_2d, pareto_mask, table
+from exceedance.pareto import (
+    FinishedTrial,
+    front_mask,
+    hypervolume_2d,
+    pareto_mask,
+    pick_knee,
+    pick_over_quality,
+    pick_under_exceedance,
+    table,
+)
 
 
 def brute_force(points):
@@ -45,11 +54,36 @@ def test_quality_is_maximized():
 
 def test_table_lists_front_first():
     records = [
-        TrialRecord(f"r{i}", str(i), {"penalty": "l1"}, q, e)
+        FinishedTrial(f"r{i}", str(i), {"form": "l1"}, q, e)
         for i, (q, e) in enumerate([(0.5, 0.3), (0.9, 0.1), (0.8, 0.05)])
     ]
-    rows = table(records, front_mask(np.array([0.5, 0.9, 0.8]), np.array([0.3, 0.1, 0.05]), "max"))
+    rows = table(records, front_mask(np.array([0.5, 0.9, 0.8]), np.array([0.3, 0.1, 0.05]), "max"), ("form",))
     assert [(r["trial_id"], r["pareto"]) for r in rows] == [("2", True), ("1", True), ("0", False)]
+    assert rows[0]["form"] == "l1"
+
+
+def test_knee_is_the_front_point_farthest_from_the_line_through_its_ends():
+    # Front (exceedance, quality): (0, 0.5), (0.01, 0.8), (0.1, 0.9); scaled to [0, 1] the middle
+    # point lies 0.46 from the line through the ends (x + y = 1). Trial 3 is dominated by trial 1.
+    quality = np.array([0.5, 0.8, 0.9, 0.75])
+    exceedance = np.array([0.0, 0.01, 0.1, 0.2])
+    assert pick_knee(quality, exceedance, "max") == 1
+    # Two front points: the one nearer the ideal corner after scaling (ties: the first).
+    assert pick_knee(np.array([0.5, 0.9, 0.4]), np.array([0.0, 0.5, 0.6]), "max") == 0
+    assert pick_knee(np.array([np.nan]), np.array([np.nan]), "max") is None
+
+
+def test_a_minimized_quality_picks_the_smallest_error():
+    mae = np.array([0.3, 0.2, 0.5, 0.25])
+    exceedance = np.array([0.01, 0.05, 0.0, 0.01])
+    assert list(front_mask(mae, exceedance, "min")) == [False, True, True, True]
+    assert pick_under_exceedance(mae, exceedance, "min", 0.02) == 3  # 0.25 beats 0.3 and 0.5
+    assert pick_over_quality(mae, exceedance, "min", 0.28) == 3  # mae <= 0.28: least exceedance, then smaller mae
+    assert pick_over_quality(mae, exceedance, "min", 0.1) is None
+    assert pick_knee(mae, exceedance, "min") == 3  # scaled: (0.17, 0.2), 0.45 from the line x + y = 1
+    trials = [FinishedTrial(f"r{i}", str(i), {}, q, e) for i, (q, e) in enumerate(zip(mae, exceedance, strict=True))]
+    rows = table(trials, front_mask(mae, exceedance, "min"), (), "min")
+    assert [r["trial_id"] for r in rows] == ["2", "3", "1", "0"]  # front by exceedance; ties: smaller mae first
 
 
 def test_a_penalty_form_without_a_colour_still_shows_in_the_front_figure():

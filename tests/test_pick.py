@@ -17,9 +17,9 @@ from mlflow.entities import Metric, Param
 from conftest import compose_config, free_port
 from exceedance.cli.pick import main
 from exceedance.config import TrackingConfig
+from exceedance.recording.experiment import Experiment
+from exceedance.recording.reader import open_trial_store
 from exceedance.stores import connect
-from exceedance.tracking import Tracker
-from exceedance.trial_store import open_trial_store
 
 QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
@@ -27,15 +27,15 @@ EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
 
 def fill(uri: str) -> None:
     """Experiment `known`: one search of seven finished trials and one failed trial."""
-    tracker = Tracker(uri, "known")
-    parent = tracker.start_search("known-key", compose_config([]), {})
+    experiment = Experiment(uri, "known")
+    parent = experiment.start_search("known-key", compose_config([]), {})
     client = MlflowClient(uri)
     for i, (q, e) in enumerate(zip(QUALITY, EXCEED, strict=True)):
-        run_id = tracker.start_trial(
+        run_id = experiment.start_trial(
             parent,
             str(i),
             {
-                "penalty": "l2",
+                "form": "l2",
                 "threshold": 0.5 + i / 10,
                 "threshold_offset": -0.5 + i / 10,
                 "lam": 1.0,
@@ -46,14 +46,14 @@ def fill(uri: str) -> None:
         client.log_batch(
             run_id, metrics=[Metric("val_within_tolerance", q, 0, 1), Metric("val_exceedance_rate", e, 0, 1)]
         )
-        tracker.end_run(run_id, "FINISHED")
-    failed = tracker.start_trial(parent, "9", {"penalty": "l1", "quality": "within_tolerance"})
+        experiment.end_run(run_id, "FINISHED")
+    failed = experiment.start_trial(parent, "9", {"form": "l1", "quality": "within_tolerance"})
     client.log_batch(
         failed,
         metrics=[Metric("val_within_tolerance", 1.0, 0, 1), Metric("val_exceedance_rate", 0.0, 0, 1)],
         params=[Param("x", "1")],
     )
-    tracker.end_run(failed, "FAILED")
+    experiment.end_run(failed, "FAILED")
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_store_reader_returns_what_mlflow_search_runs_returns(filled):
         assert trial.trial_id == run.data.tags["exceedance.trial_id"]
         assert parent == run.data.tags["mlflow.parentRunId"]
         assert trial.params == {k: v for k, v in run.data.params.items() if k in trial.params}
-        assert set(trial.params) == {"penalty", "threshold", "threshold_offset", "lam", "learning_rate", "quality"}
+        assert set(trial.params) == {"form", "threshold", "threshold_offset", "lam", "learning_rate", "quality"}
     assert store.experiment_id("nope") is None
 
 
@@ -184,16 +184,16 @@ def test_pick_help_does_not_import_tensorflow():
     assert "--max-exceedance" in done.stdout
 
 
-def test_a_whole_pick_imports_neither_tensorflow_nor_the_mlflow_client(filled):
+def test_a_whole_pick_imports_neither_tensorflow_nor_keras(filled):
     uri, tmp = filled
     probe = (
         "import sys\nfrom exceedance.cli.pick import main\n"
         f"main(['known', '--knee', '--tracking-uri', {uri!r}, '--out', {str(tmp / 'probe')!r}])\n"
-        "print('imported:', *(name in sys.modules for name in ('tensorflow', 'keras', 'mlflow')))"
+        "print('imported:', *(name in sys.modules for name in ('tensorflow', 'keras')))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "imported: False False False" in done.stdout
+    assert "imported: False False" in done.stdout
     assert (tmp / "probe" / "picked.yaml").is_file()
 
 

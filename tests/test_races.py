@@ -61,7 +61,7 @@ def test_the_same_command_gives_the_same_search_in_two_fresh_directories(tmp_pat
     assert sorted(first) == sorted(second) == ["0", "1", "2"]
     for trial_id, data in first.items():
         other = second[trial_id]
-        searched = ("penalty", "threshold", "lam", "temperature", "learning_rate")
+        searched = ("form", "threshold", "lam", "temperature", "learning_rate")
         assert {k: data.params.get(k) for k in searched} == {k: other.params.get(k) for k in searched}
         for key in ("val_loss", "val_exceedance_rate", "val_within_tolerance", "test_exceedance_rate"):
             assert data.metrics[key] == pytest.approx(other.metrics[key], rel=1e-5, abs=1e-6), key

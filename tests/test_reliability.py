@@ -21,8 +21,9 @@ from conftest import (
     sweep_process,
     trial_runs,
 )
+from exceedance.errors import SearchStopped
 from exceedance.models import build_mlp
-from exceedance.sweep import SearchStopped, run
+from exceedance.run_search import run
 
 pytestmark = pytest.mark.slow
 _builds = {"count": 0}

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from conftest import compose_config
 from exceedance.data import synthetic
-from exceedance.sweep import run
+from exceedance.run_search import run
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
     for trial in trials:
         assert trial.data.tags["mlflow.parentRunId"] == result.parent_run_id
         assert trial.info.status == "FINISHED"
-        assert {"penalty", "threshold", "lam", "learning_rate", "limit"} <= set(trial.data.params)
+        assert {"form", "threshold", "lam", "learning_rate", "limit"} <= set(trial.data.params)
         history = client.get_metric_history(trial.info.run_id, "val_exceedance_rate")
         assert [m.step for m in history] == [1, 2]
         for key in (

@@ -19,7 +19,7 @@ from exceedance.cli.pick import main as pick_main
 from exceedance.cli.train import compose_file
 from exceedance.cli.train import main as train_main
 from exceedance.config import ConfigError
-from exceedance.sweep import run
+from exceedance.run_search import run
 from exceedance.train import require_fixed
 
 # Loads the champion in a fresh process, as a user would, and prints what it predicts and scores.

@@ -19,12 +19,14 @@ from omegaconf import MISSING
 
 from exceedance.errors import ConfigError
 
-SIGMOID_COUNT = "sigmoid_count"
-PENALTY_FORMS = ("l1", "l2", SIGMOID_COUNT)
-ORACLES = ("random", "bayesian", "hyperband", "grid")
-DATASETS = ("synthetic", "diabetes", "breast_cancer", "file")
-# Quality metric name -> the direction in which it improves. "within_tolerance" is the
-# regression stand-in for accuracy: the share of predictions within `tolerance` of the target.
+# The names of each extension point, cheap to check before Keras is imported. Each is implemented
+# by a registry in its own module, and tests/test_config.py checks both list the same names:
+# penalty form -> the hyperparameters of its own, each searched on a log scale from the
+# `PenaltyConfig` range of that name (`losses.FORMS`);
+PENALTY_FORMS = {"l1": (), "l2": (), "sigmoid_count": ("temperature",)}
+ORACLES = ("random", "bayesian", "hyperband", "grid")  # `search.ORACLES`
+DATASETS = ("synthetic", "diabetes", "breast_cancer", "file")  # `data.LOADERS`
+# quality metric -> the direction in which it improves (`metrics.QUALITIES`).
 QUALITY_DIRECTIONS = {"within_tolerance": "max", "accuracy": "max", "mae": "min", "mse": "min"}
 OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
 # Names Keras resolves (`keras.losses.get`, `keras.activations.get`), checked here so a typo fails
@@ -108,6 +110,7 @@ class PenaltyConfig:
     base_loss: str = "mse"
     threshold_offset: Range = field(default_factory=lambda: Range(-0.5, 0.2))
     lam: Range = field(default_factory=lambda: Range(0.01, 10.0))
+    # sigmoid_count's own: how soft its step is (see `PENALTY_FORMS`)
     temperature: Range = field(default_factory=lambda: Range(0.02, 0.5))
 
 
@@ -162,6 +165,11 @@ class Config:
     @property
     def quality_direction(self) -> str:
         return QUALITY_DIRECTIONS[self.data.quality]
+
+
+def extra_hyperparameters(forms: list[str]) -> list[str]:
+    """The hyperparameters of their own that `forms` search (e.g. `["temperature"]`)."""
+    return sorted({extra for form in forms for extra in PENALTY_FORMS.get(form, ())})
 
 
 def _names(value: Any) -> list:
@@ -286,7 +294,8 @@ def validate(config: Config) -> None:
             "penalty.lam.low",
             "must be > 0 when lambda is searched (log scale); set low == high to fix it at 0",
         )
-    _range(penalty.temperature, "penalty.temperature", positive=True)
+    for extra in extra_hyperparameters(penalty.forms):
+        _range(getattr(penalty, extra), f"penalty.{extra}", positive=True)
 
     _one_of(search.oracle, ORACLES, "search.oracle")
     for name in ("max_trials", "epochs", "batch_size", "grid_points", "max_consecutive_failures"):

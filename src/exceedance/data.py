@@ -87,16 +87,18 @@ def synthetic(
     return x, y
 
 
-def _sklearn(name: str) -> tuple[np.ndarray, np.ndarray]:
+def _diabetes(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     from sklearn import datasets
 
-    if name == "diabetes":
-        x, y = datasets.load_diabetes(return_X_y=True)
-        # Targets in standard deviations, so a limit of 1.0 means "one sd above the mean".
-        return x, (y - y.mean()) / y.std()
-    if name == "breast_cancer":
-        return datasets.load_breast_cancer(return_X_y=True)
-    raise ConfigError(f"data.name: unknown data set {name!r}")  # never a silent default
+    x, y = datasets.load_diabetes(return_X_y=True)
+    # Targets in standard deviations, so a limit of 1.0 means "one sd above the mean".
+    return x, (y - y.mean()) / y.std()
+
+
+def _breast_cancer(config: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    return datasets.load_breast_cancer(return_X_y=True)
 
 
 FIX_FEATURES = "name the feature columns with data.features=[a,b] (every other column is left out)"
@@ -272,6 +274,16 @@ def split(
     return Dataset(*part(train), *part(val), *part(test), feature_mean=mean, feature_std=std, target=target)
 
 
+# Data set name -> its loader: the `data` section in, features and targets out (any shapes and
+# dtypes; `load` checks and splits them). `config.DATASETS` lists the same names.
+LOADERS = {
+    "synthetic": lambda c: synthetic(c.n_samples, c.n_features, c.n_outputs, c.limit, c.exceed_share, c.seed),
+    "diabetes": _diabetes,
+    "breast_cancer": _breast_cancer,
+    "file": lambda c: read_file(c.path, c.targets, c.features),
+}
+
+
 def load(config: DataConfig) -> Dataset:
     """Load and split the data set a config names; raise `ConfigError` on bad data.
 
@@ -281,13 +293,8 @@ def load(config: DataConfig) -> Dataset:
     Returns:
         The split, scaled `Dataset`.
     """
-    if config.name == "synthetic":
-        x, y = synthetic(
-            config.n_samples, config.n_features, config.n_outputs, config.limit, config.exceed_share, config.seed
-        )
-    elif config.name == "file":
-        x, y = read_file(config.path, config.targets, config.features)
-    else:
-        x, y = _sklearn(config.name)
+    if config.name not in LOADERS:
+        raise ConfigError(f"data.name: unknown data set {config.name!r}; allowed: {', '.join(LOADERS)}")
+    x, y = LOADERS[config.name](config)
     x, y = _check(x, y)
     return split(x, y, config.val_fraction, config.test_fraction, config.seed, config.scale_targets)

@@ -17,15 +17,34 @@ from keras import ops
 PACKAGE = "exceedance"
 
 
-def penalty(y_pred, threshold: float, form: str, temperature: float = 0.1):
+def _l1(excess):
+    return ops.relu(excess)
+
+
+def _l2(excess):
+    return ops.square(ops.relu(excess))
+
+
+def _sigmoid_count(excess, temperature: float):
+    return ops.sigmoid(excess * (1.0 / temperature))  # a multiply is cheaper than a divide
+
+
+# Penalty form -> its per-element function of the excess over the threshold. A keyword argument
+# is a hyperparameter of the form's own, searched from the `PenaltyConfig` range of that name
+# (`config.PENALTY_FORMS` lists the same names for the commands that do not import Keras).
+FORMS = {"l1": _l1, "l2": _l2, "sigmoid_count": _sigmoid_count}
+
+
+def penalty(y_pred, threshold: float, form: str, **extras: float):
     """Per-sample penalty on the part of `y_pred` above `threshold`, averaged over outputs.
 
     Args:
         y_pred: predictions, shape `(batch, outputs)` or `(batch,)`.
         threshold: where the penalty starts.
-        form: `l1` (mean relu(excess)), `l2` (mean relu(excess)^2) or `sigmoid_count`
-            (mean sigmoid(excess / temperature), a smooth share of elements above the threshold).
-        temperature: softness of `sigmoid_count`; ignored by the other forms.
+        form: a name in `FORMS`: `l1` (mean relu(excess)), `l2` (mean relu(excess)^2) or
+            `sigmoid_count` (mean sigmoid(excess / temperature), a smooth share of elements above
+            the threshold).
+        extras: the form's own hyperparameters, e.g. `temperature=0.1` for `sigmoid_count`.
 
     Returns:
         A tensor of shape `(batch,)`.
@@ -33,15 +52,9 @@ def penalty(y_pred, threshold: float, form: str, temperature: float = 0.1):
     Example:
         `penalty([[0.8, 2.5, 0.2, 1.2, 3.5]], 1.0, "l1")` is `[0.84]` (= 4.2 / 5).
     """
-    excess = ops.convert_to_tensor(y_pred) - threshold
-    if form == "l1":
-        values = ops.relu(excess)
-    elif form == "l2":
-        values = ops.square(ops.relu(excess))
-    elif form == "sigmoid_count":
-        values = ops.sigmoid(excess * (1.0 / temperature))  # a multiply is cheaper than a divide
-    else:
-        raise ValueError(f"unknown penalty form {form!r}; allowed: l1, l2, sigmoid_count")
+    if form not in FORMS:
+        raise ValueError(f"unknown penalty form {form!r}; allowed: {', '.join(FORMS)}")
+    values = FORMS[form](ops.convert_to_tensor(y_pred) - threshold, **extras)
     if len(values.shape) < 2:
         return values
     return ops.mean(values, axis=-1)
@@ -56,7 +69,7 @@ class PenalizedLoss(keras.losses.Loss):
         form: penalty form, see `penalty`.
         threshold: where the penalty starts (the *training* threshold, not the evaluation limit).
         lam: penalty weight, >= 0.
-        temperature: softness of `sigmoid_count`.
+        extras: the form's own hyperparameters (see `penalty`).
     """
 
     def __init__(
@@ -65,7 +78,7 @@ class PenalizedLoss(keras.losses.Loss):
         form: str = "l2",
         threshold: float = 1.0,
         lam: float = 1.0,
-        temperature: float = 0.1,
+        extras: dict[str, float] | None = None,
         name: str = "penalized_loss",
         **kwargs,
     ):
@@ -74,12 +87,12 @@ class PenalizedLoss(keras.losses.Loss):
         self.form = form
         self.threshold = float(threshold)
         self.lam = float(lam)
-        self.temperature = float(temperature)
+        self.extras = {k: float(v) for k, v in (extras or {}).items()}
         self._base_fn = keras.losses.get(base)
 
     def call(self, y_true, y_pred):
         base = self._base_fn(y_true, y_pred)
-        return base + self.lam * penalty(y_pred, self.threshold, self.form, self.temperature)
+        return base + self.lam * penalty(y_pred, self.threshold, self.form, **self.extras)
 
     def get_config(self) -> dict:
         return {
@@ -88,5 +101,5 @@ class PenalizedLoss(keras.losses.Loss):
             "form": self.form,
             "threshold": self.threshold,
             "lam": self.lam,
-            "temperature": self.temperature,
+            "extras": dict(self.extras),
         }

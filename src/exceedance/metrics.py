@@ -75,17 +75,18 @@ class PenaltyPart(keras.metrics.Mean):
     """The unweighted penalty term, so loss = base_loss + lam * penalty can be read off."""
 
     def __init__(
-        self, form: str = "l2", threshold: float = 1.0, temperature: float = 0.1, name: str = "penalty", **kwargs
+        self, form: str = "l2", threshold: float = 1.0, extras: dict | None = None, name: str = "penalty", **kwargs
     ):
         super().__init__(name=name, **kwargs)
-        self.form, self.threshold, self.temperature = form, float(threshold), float(temperature)
+        self.form, self.threshold = form, float(threshold)
+        self.extras = {k: float(v) for k, v in (extras or {}).items()}
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        values = penalty(y_pred, self.threshold, self.form, self.temperature)
+        values = penalty(y_pred, self.threshold, self.form, **self.extras)
         super().update_state(values, sample_weight=sample_weight)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "form": self.form, "threshold": self.threshold, "temperature": self.temperature}
+        return {**super().get_config(), "form": self.form, "threshold": self.threshold, "extras": dict(self.extras)}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -121,18 +122,24 @@ class ScaledError(keras.metrics.Mean):
         return {**super().get_config(), "power": self.power, "scale": self.scale}
 
 
+# Quality name -> its Keras metric, given the tolerance and the target scale (see
+# `quality_metric`). `config.QUALITY_DIRECTIONS` holds the same names with the direction in which
+# each improves, for the commands that do not import Keras. "within_tolerance" is the regression
+# stand-in for accuracy: the share of predictions within `tolerance` of the target.
+QUALITIES = {
+    "within_tolerance": lambda tolerance, scale: WithinTolerance(tolerance),
+    "accuracy": lambda tolerance, scale: keras.metrics.BinaryAccuracy(name="accuracy"),
+    "mae": lambda tolerance, scale: ScaledError(1, scale, name="mae"),
+    "mse": lambda tolerance, scale: ScaledError(2, scale, name="mse"),
+}
+
+
 def quality_metric(name: str, tolerance: float, scale: float = 1.0) -> keras.metrics.Metric:
-    """The Keras metric behind a quality name from `config.QUALITY_DIRECTIONS`; `mae` and `mse` in
-    the user's units when the model predicts targets divided by `scale`."""
-    if name == "within_tolerance":
-        return WithinTolerance(tolerance)
-    if name == "accuracy":
-        return keras.metrics.BinaryAccuracy(name="accuracy")
-    if name == "mae":
-        return ScaledError(1, scale, name="mae")
-    if name == "mse":
-        return ScaledError(2, scale, name="mse")
-    raise ValueError(f"unknown quality metric {name!r}")  # never a silent default
+    """The Keras metric behind a quality name in `QUALITIES`; `mae` and `mse` in the user's units
+    when the model predicts targets divided by `scale`."""
+    if name not in QUALITIES:
+        raise ValueError(f"unknown quality metric {name!r}; allowed: {', '.join(QUALITIES)}")
+    return QUALITIES[name](tolerance, scale)
 
 
 def training_metrics(loss: PenalizedLoss, limit: float, quality: str, tolerance: float, scale: float = 1.0) -> list:
@@ -142,7 +149,7 @@ def training_metrics(loss: PenalizedLoss, limit: float, quality: str, tolerance:
     the user's units (`mae`, `mse`)."""
     return [
         BaseLossPart(loss.base),
-        PenaltyPart(loss.form, loss.threshold, loss.temperature),
+        PenaltyPart(loss.form, loss.threshold, loss.extras),
         ExceedanceCount(limit),
         ExceedanceRate(limit),
         quality_metric(quality, tolerance, scale),

@@ -11,11 +11,9 @@ from typing import Any
 
 import numpy as np
 
-TABLE_PARAMS = ("penalty", "threshold", "lam", "temperature", "learning_rate")
-
 
 @dataclass
-class TrialRecord:
+class FinishedTrial:
     """One finished trial, as plain values: where it lives, what it tried, how it scored."""
 
     run_id: str
@@ -23,14 +21,6 @@ class TrialRecord:
     params: dict[str, Any]
     quality: float
     exceedance_rate: float
-
-    @classmethod
-    def from_run(cls, run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float]) -> TrialRecord:
-        """From a trial run's params and latest metrics: quality is the validation metric its own
-        `quality` param names, so trials of different data sets are never mixed up."""
-        nan = float("nan")
-        quality = metrics.get(f"val_{params.get('quality', '')}", nan)
-        return cls(run_id, trial_id, params, quality, metrics.get("val_exceedance_rate", nan))
 
 
 def to_minimization(values: np.ndarray, directions: list[str]) -> np.ndarray:
@@ -89,20 +79,24 @@ def front_mask(quality: np.ndarray, exceedance_rate: np.ndarray, quality_directi
     return pareto_mask(to_minimization(values, [quality_direction, "min"]))
 
 
-def table(records: list[TrialRecord], on_front: np.ndarray) -> list[dict[str, Any]]:
-    """One plain row per trial, front first and then by exceedance rate."""
+def table(
+    trials: list[FinishedTrial], on_front: np.ndarray, params: tuple[str, ...], quality_direction: str = "max"
+) -> list[dict[str, Any]]:
+    """One plain row per trial (its id, the `params` named, its scores), front first, then by
+    exceedance rate, then best quality first."""
+    sign = -1.0 if quality_direction == "max" else 1.0
     rows = [
         {
-            "trial_id": r.trial_id,
-            **{k: r.params.get(k, "") for k in TABLE_PARAMS},
-            "quality": r.quality,
-            "exceedance_rate": r.exceedance_rate,
+            "trial_id": t.trial_id,
+            **{k: t.params.get(k, "") for k in params},
+            "quality": t.quality,
+            "exceedance_rate": t.exceedance_rate,
             "pareto": bool(m),
-            "run_id": r.run_id,
+            "run_id": t.run_id,
         }
-        for r, m in zip(records, on_front, strict=True)
+        for t, m in zip(trials, on_front, strict=True)
     ]
-    return sorted(rows, key=lambda row: (not row["pareto"], row["exceedance_rate"], -row["quality"]))
+    return sorted(rows, key=lambda row: (not row["pareto"], row["exceedance_rate"], sign * row["quality"]))
 
 
 def pick_under_exceedance(

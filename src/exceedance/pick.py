@@ -1,7 +1,8 @@
 """Pick one trial from an experiment's Pareto front by a rule, and export its configuration.
 
-Reads the store through `trial_store` (no TensorFlow, no mlflow import), so it starts quickly
-and runs anywhere the store is reachable.
+Reads the store through `recording.reader` (SQL or REST: no TensorFlow, no mlflow import), so
+it starts quickly and runs anywhere the store is reachable; its one write, the `picked` tag, goes
+through MLflow's client.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from exceedance import pareto, plots
-from exceedance.config import QUALITY_DIRECTIONS, TrackingConfig
+from exceedance import names, pareto, plots
+from exceedance.config import QUALITY_DIRECTIONS, TrackingConfig, extra_hyperparameters
 from exceedance.errors import ConfigError, redact
+from exceedance.recording.reader import open_trial_store
 from exceedance.stores import check_store, resolve_uri
-from exceedance.trial_store import open_trial_store
 
 
 @dataclass
@@ -51,7 +52,7 @@ class PickResult:
     rows: list[dict]
     picked: dict
     quality_name: str
-    records: list[pareto.TrialRecord]
+    records: list[pareto.FinishedTrial]
     picked_index: int
     on_front: np.ndarray
     tracking_uri: str = ""
@@ -65,7 +66,7 @@ def _choose(rule: Rule, quality: np.ndarray, exceedance: np.ndarray, direction: 
     return pareto.pick_knee(quality, exceedance, direction)
 
 
-def pick(records: list[pareto.TrialRecord], rule: Rule) -> PickResult:
+def pick(records: list[pareto.FinishedTrial], rule: Rule) -> PickResult:
     """Apply `rule` to finished trials (all of one experiment).
 
     Raises:
@@ -74,13 +75,13 @@ def pick(records: list[pareto.TrialRecord], rule: Rule) -> PickResult:
     """
     if not records:
         raise ConfigError("the experiment has no finished trials to pick from")
-    names = {r.params.get("quality", "") for r in records}
-    if len(names) != 1 or not names <= set(QUALITY_DIRECTIONS):
+    qualities = {r.params.get(names.QUALITY, "") for r in records}
+    if len(qualities) != 1 or not qualities <= set(QUALITY_DIRECTIONS):
         raise ConfigError(
-            f"trials of this experiment use different quality metrics {sorted(names)}; "
+            f"trials of this experiment use different quality metrics {sorted(qualities)}; "
             "sweep each data set into its own experiment (name=...)"
         )
-    quality_name = names.pop()
+    quality_name = qualities.pop()
     direction = QUALITY_DIRECTIONS[quality_name]
     quality = np.array([r.quality for r in records])
     exceedance = np.array([r.exceedance_rate for r in records])
@@ -90,13 +91,15 @@ def pick(records: list[pareto.TrialRecord], rule: Rule) -> PickResult:
         raise ConfigError(f"no finished trial satisfies the rule ({rule.describe()}); loosen it or run more trials")
     shown = on_front.copy()
     shown[index] = True  # a rule can pick off the front (e.g. among equal trials)
-    every = pareto.table([r for r, s in zip(records, shown, strict=True) if s], on_front[shown])
+    every = pareto.table(
+        [r for r, s in zip(records, shown, strict=True) if s], on_front[shown], names.SEARCHED, direction
+    )
     rows = [row for row in every if row["pareto"]]
     picked = next(row for row in every if row["run_id"] == records[index].run_id)
     return PickResult(rows, picked, quality_name, records, index, on_front)
 
 
-def export_config(search_config: str, picked: pareto.TrialRecord, path: Path) -> Path:
+def export_config(search_config: str, picked: pareto.FinishedTrial, path: Path) -> Path:
     """Write a Hydra config that retrains exactly the picked trial: its search's config (the
     YAML text the search logged) with every searched value fixed and one trial.
 
@@ -106,15 +109,14 @@ def export_config(search_config: str, picked: pareto.TrialRecord, path: Path) ->
     config = yaml.safe_load(search_config)
     params = picked.params
     penalty = config["penalty"]
-    penalty["forms"] = [params["penalty"]]
-    if "threshold_offset" not in params:
+    if names.FORM not in params or names.THRESHOLD_OFFSET not in params:
         raise ConfigError(
-            f"trial {picked.trial_id} was recorded without threshold_offset (by an older version); pick from a "
-            "search run with this one"
+            f"trial {picked.trial_id} was recorded without {names.FORM} or {names.THRESHOLD_OFFSET} (by an older "
+            "version); pick from a search run with this one"
         )
-    for name in ("threshold_offset", "lam", "temperature"):
-        if name in params:
-            penalty[name] = {"low": float(params[name]), "high": float(params[name])}
+    penalty["forms"] = [params[names.FORM]]
+    for name in (names.THRESHOLD_OFFSET, "lam", *extra_hyperparameters(penalty["forms"])):
+        penalty[name] = {"low": float(params[name]), "high": float(params[name])}
     rate = float(params["learning_rate"])
     # A trial trains with seed search.seed + trial id; the single retrained trial has id 0.
     seed = int(config["search"]["seed"]) + int(picked.trial_id)
@@ -149,7 +151,7 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
     figure = plots.pareto_front(
         np.array([r.quality for r in records]),
         np.array([r.exceedance_rate for r in records]),
-        [r.params.get("penalty", "") for r in records],
+        [r.params.get(names.FORM, "") for r in records],
         result.on_front,
         result.quality_name,
         picked=result.picked_index,
@@ -161,7 +163,9 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
     png = out_dir / "pareto.png"
     figure.savefig(png, dpi=100)
     exported = export_config(config_text, picked, out_dir / "picked.yaml")
-    store.mark_picked(experiment_id, picked.run_id)
+    from exceedance.recording.experiment import Experiment  # MLflow's client, for the one write
+
+    Experiment(uri, experiment).mark_picked(picked.run_id)
     result.tracking_uri = uri
     return result, png, exported
 

@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from importlib import metadata
 
-from exceedance.tracking import Tracker
+from exceedance.recording.experiment import Experiment
 
 
 @contextmanager
@@ -37,7 +37,7 @@ def _fluent_store(uri: str):
                 os.environ[name] = value
 
 
-def register_model(tracker: Tracker, run_id: str, model, signature, name: str, alias: str) -> tuple[str, str]:
+def register_model(experiment: Experiment, run_id: str, model, signature, name: str, alias: str) -> tuple[str, str]:
     """Log a Keras model to `run_id`, register it as a new version of `name`, point `alias` at
     that version, and end the run (FINISHED, or FAILED if logging raises).
 
@@ -47,7 +47,7 @@ def register_model(tracker: Tracker, run_id: str, model, signature, name: str, a
     import mlflow
     import mlflow.keras
 
-    with _fluent_store(tracker.uri), mlflow.start_run(run_id=run_id):
+    with _fluent_store(experiment.uri), mlflow.start_run(run_id=run_id):
         info = mlflow.keras.log_model(
             model,
             name="model",
@@ -59,13 +59,13 @@ def register_model(tracker: Tracker, run_id: str, model, signature, name: str, a
             pip_requirements=[f"{p}=={metadata.version(p)}" for p in ("keras", "tensorflow-cpu")],
         )
     version = str(info.registered_model_version)
-    tracker.client.set_registered_model_alias(name, alias, version)
+    experiment.client.set_registered_model_alias(name, alias, version)
     return version, f"models:/{name}@{alias}"
 
 
-def load_model(tracker: Tracker, model_uri: str):
-    """Load a Keras model from the tracker's store, e.g. `models:/NAME@champion`."""
+def load_model(experiment: Experiment, model_uri: str):
+    """Load a Keras model from the experiment's store, e.g. `models:/NAME@champion`."""
     import mlflow.keras
 
-    with _fluent_store(tracker.uri):
+    with _fluent_store(experiment.uri):
         return mlflow.keras.load_model(model_uri)

@@ -13,10 +13,11 @@ import keras_tuner as kt
 import numpy as np
 from hydra.utils import get_method
 
-from exceedance.config import SIGMOID_COUNT, Config, Range
+from exceedance.config import PENALTY_FORMS, Config, Range, extra_hyperparameters
 from exceedance.data import TargetScale
 from exceedance.losses import PenalizedLoss
 from exceedance.metrics import training_metrics
+from exceedance.names import FORM, THRESHOLD_OFFSET
 
 
 def _grid(r: Range, points: int, log: bool) -> list[float]:
@@ -25,7 +26,8 @@ def _grid(r: Range, points: int, log: bool) -> list[float]:
 
 
 class ExceedanceHyperModel(kt.HyperModel):
-    """Declares threshold offset, lambda, penalty form, temperature and learning rate; builds the model.
+    """Declares the penalty form, threshold offset, lambda, the form's own hyperparameters
+    (`config.PENALTY_FORMS`, e.g. temperature) and the learning rate; builds the model.
 
     Args:
         config: the search's configuration.
@@ -62,27 +64,28 @@ class ExceedanceHyperModel(kt.HyperModel):
             return hp.Choice(name, _grid(r, self.config.search.grid_points, log))
         return hp.Float(name, r.low, r.high, sampling="log" if log else "linear")
 
-    def penalty_params(self, hp: kt.HyperParameters) -> dict[str, float | str]:
-        """Declare the penalty's hyperparameters and return their values for this trial, with the
-        training threshold they give in the user's units (`threshold`)."""
+    def trial_params(self, hp: kt.HyperParameters) -> dict[str, float | str]:
+        """Declare the trial's hyperparameters and return their values, with the training
+        threshold they give in the user's units (`threshold`) and only the extras of its form."""
         penalty = self.config.penalty
-        offset = self._value(hp, "threshold_offset", penalty.threshold_offset, log=False)
+        offset = self._value(hp, THRESHOLD_OFFSET, penalty.threshold_offset, log=False)
         params: dict[str, float | str] = {
-            "penalty": hp.Choice("penalty", list(penalty.forms)),
-            "threshold_offset": offset,
+            FORM: hp.Choice(FORM, list(penalty.forms)),
+            THRESHOLD_OFFSET: offset,
             "threshold": self.threshold(offset),
             "lam": self._value(hp, "lam", penalty.lam, log=penalty.lam.low > 0),
         }
-        if SIGMOID_COUNT in penalty.forms:
-            with hp.conditional_scope("penalty", [SIGMOID_COUNT]):
-                temperature = self._value(hp, "temperature", penalty.temperature, log=True)
-            if params["penalty"] == SIGMOID_COUNT:
-                params["temperature"] = temperature
+        for extra in extra_hyperparameters(penalty.forms):
+            using = [form for form in penalty.forms if extra in PENALTY_FORMS[form]]
+            with hp.conditional_scope(FORM, using):
+                value = self._value(hp, extra, getattr(penalty, extra), log=True)
+            if params[FORM] in using:
+                params[extra] = value
         params["learning_rate"] = self._value(hp, "learning_rate", self.config.search.learning_rate, log=True)
         return params
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        params = self.penalty_params(hp)
+        params = self.trial_params(hp)
         model_cfg = self.config.model
         builder = get_method(model_cfg._target_)
         model = builder(
@@ -93,12 +96,13 @@ class ExceedanceHyperModel(kt.HyperModel):
             output_activation=model_cfg.output_activation,
             **dict(model_cfg.options),
         )
+        form = str(params[FORM])
         loss = PenalizedLoss(
             self.config.penalty.base_loss,
-            str(params["penalty"]),
-            self.model_limit + float(params["threshold_offset"]),
+            form,
+            self.model_limit + float(params[THRESHOLD_OFFSET]),
             float(params["lam"]),
-            float(params.get("temperature", 0.1)),
+            {extra: float(params[extra]) for extra in PENALTY_FORMS[form]},
         )
         data = self.config.data
         model.compile(
@@ -148,24 +152,36 @@ def objective(config: Config) -> kt.Objective:
     return kt.Objective(f"val_{config.data.quality}", direction=config.quality_direction)
 
 
-def make_oracle(config: Config) -> kt.Oracle:
-    """The keras-tuner oracle named by `search.oracle`."""
+def _hyperband(config: Config, **common) -> kt.Oracle:
+    # Hyperband decides how many trials to run from the epoch budget, not from max_trials.
     search = config.search
-    common = {
-        "objective": objective(config),
+    iterations = max(1, math.ceil(search.max_trials / max(1, search.epochs)))
+    return kt.oracles.HyperbandOracle(max_epochs=search.epochs, factor=3, hyperband_iterations=iterations, **common)
+
+
+# Oracle name -> (config, keras-tuner's common oracle arguments) -> the oracle. `config.ORACLES`
+# lists the same names.
+ORACLES = {
+    "random": lambda config, **common: kt.oracles.RandomSearchOracle(max_trials=config.search.max_trials, **common),
+    "bayesian": lambda config, **common: kt.oracles.BayesianOptimizationOracle(
+        max_trials=config.search.max_trials, **common
+    ),
+    "grid": lambda config, **common: ResumableGridSearchOracle(max_trials=config.search.max_trials, **common),
+    "hyperband": _hyperband,
+}
+
+
+def make_oracle(config: Config) -> kt.Oracle:
+    """The keras-tuner oracle named by `search.oracle` (a name in `ORACLES`)."""
+    search = config.search
+    if search.oracle not in ORACLES:
+        raise ValueError(f"unknown oracle {search.oracle!r}; allowed: {', '.join(ORACLES)}")
+    return ORACLES[search.oracle](
+        config,
+        objective=objective(config),
         # keras-tuner replaces a falsy seed (our default 0) with a random one: shift by one so
         # every seed, 0 included, gives the same proposals on every run.
-        "seed": search.seed + 1,
-        # One above ours: `TrackedTuner` stops first, with a clear message and the run recorded.
-        "max_consecutive_failed_trials": search.max_consecutive_failures + 1,
-    }
-    if search.oracle == "hyperband":
-        # Hyperband decides how many trials to run from the epoch budget, not from max_trials.
-        iterations = max(1, math.ceil(search.max_trials / max(1, search.epochs)))
-        return kt.oracles.HyperbandOracle(max_epochs=search.epochs, factor=3, hyperband_iterations=iterations, **common)
-    oracle_class = {
-        "random": kt.oracles.RandomSearchOracle,
-        "bayesian": kt.oracles.BayesianOptimizationOracle,
-        "grid": ResumableGridSearchOracle,
-    }[search.oracle]
-    return oracle_class(max_trials=search.max_trials, **common)
+        seed=search.seed + 1,
+        # One above ours: the tuner stops first, with a clear message and the run recorded.
+        max_consecutive_failed_trials=search.max_consecutive_failures + 1,
+    )

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from exceedance import data as data_module
-from exceedance.config import SIGMOID_COUNT, Config, Range, validate
+from exceedance import names
+from exceedance.config import PENALTY_FORMS, Config, Range, validate
 from exceedance.errors import ConfigError
+from exceedance.recording.experiment import Experiment
 from exceedance.registry import load_model, register_model
 from exceedance.stores import connect
-from exceedance.tracking import Tracker
 
 CHAMPION = "champion"
 
@@ -54,8 +55,8 @@ def require_fixed(config: Config) -> None:
         "penalty.lam": config.penalty.lam,
         "search.learning_rate": config.search.learning_rate,
     }
-    if forms[0] == SIGMOID_COUNT:
-        searched["penalty.temperature"] = config.penalty.temperature
+    for extra in PENALTY_FORMS.get(forms[0], ()):
+        searched[f"penalty.{extra}"] = getattr(config.penalty, extra)
     for name, r in searched.items():
         if r.low != r.high:
             raise ConfigError(
@@ -106,7 +107,7 @@ def for_serving(model, dataset: data_module.Dataset, hypermodel):
     shipped = keras.Model(inputs, outputs, name=f"{model.name}_standardized")
     trained = model.loss
     loss = PenalizedLoss(
-        trained.base, trained.form, hypermodel.threshold(hypermodel.offset), trained.lam, trained.temperature
+        trained.base, trained.form, hypermodel.threshold(hypermodel.offset), trained.lam, trained.extras
     )
     data = hypermodel.config.data
     metrics = training_metrics(loss, data.limit, data.quality, data.tolerance * target.scale)
@@ -144,12 +145,12 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
     import keras_tuner as kt
     from mlflow.models import infer_signature
 
+    from exceedance.fitting import fit, use_threads
     from exceedance.search import ExceedanceHyperModel
-    from exceedance.trial import EpochLogger, divergence, use_threads
 
     use_threads(config.search)
-    tracker = Tracker(uri, config.name)
-    run_id = tracker.start_training(config, {"exceedance.model_name": model_name})
+    experiment = Experiment(uri, config.name)
+    run_id = experiment.start_training(config, {names.MODEL_NAME: model_name})
     try:
         keras.utils.set_random_seed(config.search.seed)
         hypermodel = ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target)
@@ -157,30 +158,26 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
         x = np.concatenate([dataset.x_train, dataset.x_val])
         y = np.concatenate([dataset.y_train, dataset.y_val])
         report(f"training on {len(x)} rows (train+val) for {config.search.epochs} epochs")
-        history = model.fit(
+        fitted = fit(
+            model,
             x,
             y,
             epochs=config.search.epochs,
             batch_size=config.search.batch_size,
-            verbose=0,
-            callbacks=[
-                EpochLogger(lambda logs, step: tracker.log_metrics(run_id, logs, step)),
-                keras.callbacks.TerminateOnNaN(),
-            ],
+            on_epoch=lambda metrics, step: experiment.log_metrics(run_id, metrics, step),
         )
-        problem = divergence({k: v[-1] for k, v in history.history.items()})
-        if problem:
-            raise ConfigError(f"{problem}; lower search.learning_rate or penalty.lam and train again")
+        if fitted.diverged:
+            raise ConfigError(f"{fitted.diverged}; lower search.learning_rate or penalty.lam and train again")
         shipped = for_serving(model, dataset, hypermodel)
         x_test, y_test = dataset.raw(dataset.x_test), dataset.target.to_user(dataset.y_test)
         test = shipped.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
-        tracker.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
+        experiment.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
         predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
         signature = infer_signature(x_test, predictions)
-        version, model_uri = register_model(tracker, run_id, shipped, signature, model_name, alias)
+        version, model_uri = register_model(experiment, run_id, shipped, signature, model_name, alias)
     except BaseException:
-        tracker.end_run(run_id, "FAILED")
+        experiment.end_run(run_id, "FAILED")
         raise
-    reloaded = load_model(tracker, model_uri)
+    reloaded = load_model(experiment, model_uri)
     diff = float(np.max(np.abs(reloaded.predict(x_test, batch_size=1024, verbose=0) - predictions)))
     return TrainResult(run_id, model_uri, version, {k: float(v) for k, v in test.items()}, len(x), diff, uri)

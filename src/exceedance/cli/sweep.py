@@ -17,23 +17,23 @@ from exceedance.cli.errors import exit_on_user_error, run_hydra
 from exceedance.cli.table import front_line
 from exceedance.config import Config, register_configs
 from exceedance.errors import ConfigError, has_userinfo, redact
+from exceedance.run_search import SearchResult, run
 from exceedance.stores import require_free_space
-from exceedance.sweep import SweepResult, run
 
 COMMAND = "exceedance-sweep"
 # Hydra resolves the output folders (through the `safe_name` resolver) in the launching process
 # and in every joblib worker, which imports this module to run its job.
 register_configs()
-ROOT = Path(__file__).resolve().parents[3]
-CONF_DIR = ROOT / "conf"
+# conf/ (with sweeps/) ships inside the package; see pyproject.toml.
+CONFIG_MODULE = "exceedance.conf"
 
 
-def format_front(result: SweepResult) -> str:
+def format_front(result: SearchResult) -> str:
     """The Pareto-optimal trials as a fixed-width table."""
     return "\n".join(front_line(row) for row in [None, *result.front])
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def _sweep(cfg: DictConfig) -> None:
     with _siblings_end_first():
         exit_on_user_error(COMMAND, _run_and_print, cfg)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from exceedance import names
+
 
 def cell(value) -> str:
     """A number in 4 significant digits (params arrive from MLflow as strings); anything else as is."""
@@ -11,7 +13,8 @@ def cell(value) -> str:
         return str(value)
 
 
-FRONT_COLUMNS = ("trial_id", "penalty", "threshold", "lam", "temperature", "quality", "exceedance_rate")
+# The searched values but the learning rate (the table stays within 120 columns), and the scores.
+FRONT_COLUMNS = ("trial_id", *(n for n in names.SEARCHED if n != "learning_rate"), "quality", "exceedance_rate")
 
 
 def front_line(row) -> str:

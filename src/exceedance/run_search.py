@@ -1,4 +1,7 @@
-"""One tracked search, from a validated config to the Pareto table: `run(config) -> SweepResult`."""
+"""One tracked search, from a validated config to the Pareto table: `run(config) -> SearchResult`.
+
+A sweep (`exceedance-sweep -m`) runs one of these per job.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from pathlib import Path
 from exceedance import data as data_module
 from exceedance.config import Config, validate
 from exceedance.errors import ConfigError, SearchStopped, TrackingLost
-from exceedance.recorder import Recorder
+from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted
+from exceedance.recording.process import Recorder
 from exceedance.stores import connect, require_free_space
 
 
 @dataclass
-class SweepResult:
+class SearchResult:
     """What a finished search left behind, and where."""
 
     tracking_uri: str
@@ -48,7 +52,7 @@ def search_key(config: Config) -> str:
     return f"{config.name}-{digest}"
 
 
-def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None) -> SweepResult:
+def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None) -> SearchResult:
     """Validate, load data, check the store and the tuner directory, claim the search, then run
     and track one keras-tuner search.
 
@@ -61,7 +65,7 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
         tags: extra tags for the parent run (e.g. Hydra overrides).
 
     Returns:
-        A `SweepResult` with the Pareto table of the search.
+        A `SearchResult` with the Pareto table of the search.
 
     Raises:
         ConfigError: bad input (config, data, store, tuner directory).
@@ -122,7 +126,7 @@ def claim(project: Path):
     (same name, settings and tuner directory) is refused instead of running its trials twice.
 
     The claim is an advisory lock the kernel drops when its process ends, however it ends, so
-    a killed sweep never blocks its rerun.
+    a killed search never blocks its rerun.
     """
     import fcntl
 
@@ -182,9 +186,10 @@ def ctrl_c_deferred():
 
 def _search(
     config: Config, key: str, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
-) -> SweepResult:
+) -> SearchResult:
+    from exceedance.fitting import use_threads
     from exceedance.search import ExceedanceHyperModel, make_oracle
-    from exceedance.trial import TrackedTuner, failure_hint, use_threads
+    from exceedance.trial import TrackedTuner, failure_hint
 
     use_threads(config.search)
 
@@ -209,7 +214,7 @@ def _search(
             "rerun with search.overwrite=true to start this search over (its MLflow runs are kept)"
         ) from None
     # The parent run is opened (and a resumed one set RUNNING) only once the tuner has loaded.
-    parent_id = recorder.open(uri, config, key, tags)
+    parent_id = recorder.send(SearchStarted(uri, config, key, tags)).result()
     try:
         tuner.search(dataset)
     except TrackingLost:
@@ -217,13 +222,13 @@ def _search(
     except BaseException as err:
         with ctrl_c_deferred():
             tuner.flush(raise_errors=False)
-            recorder.submit("finish", "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED").result()
+            recorder.send(SearchEnded(KILLED if isinstance(err, KeyboardInterrupt) else FAILED)).result()
         raise as_os_error(err) or err  # noqa: B904 (the error itself, or its OSError form)
     with ctrl_c_deferred():
         tuner.flush()
-        rows, trials, ui_command = recorder.submit("finish", "FINISHED").result()
-    if trials == 0:
-        reason = tuner.last_failure
+        summary = recorder.send(SearchEnded(FINISHED)).result()
+    if summary.finished == 0:
+        reason = tuner.progress.last_failure
         raise SearchStopped(f"search ended with no finished trial; last reason: {reason}. {failure_hint(reason)}")
-    front = [row for row in rows if row["pareto"]]
-    return SweepResult(uri, config.name, parent_id, front, ui_command, trials)
+    front = [row for row in summary.rows if row["pareto"]]
+    return SearchResult(uri, config.name, parent_id, front, summary.ui_command, summary.finished)

@@ -10,8 +10,7 @@ store directly, in the two ways MLflow itself exposes it:
   the keys a pick needs;
 - a tracking server (`http(s)://`): MLflow's documented REST API, paged.
 
-Writing goes through the client everywhere else (`tracking.py`); the one write here is the
-`picked=true` tag.
+Every write goes through MLflow's client (`experiment.py`).
 """
 
 from __future__ import annotations
@@ -21,19 +20,27 @@ import math
 import urllib.error
 import urllib.parse
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from exceedance.config import QUALITY_DIRECTIONS
+from exceedance import names
 from exceedance.errors import ConfigError, redact
-from exceedance.pareto import TABLE_PARAMS, TrialRecord
+from exceedance.pareto import FinishedTrial
 from exceedance.stores import mlflow_error_code, not_mlflow, request
 
-ROLE, TRIAL_ID, PARENT = "exceedance.role", "exceedance.trial_id", "mlflow.parentRunId"
-PARAMS = (*TABLE_PARAMS, "threshold_offset", "quality")
-METRICS = ("val_exceedance_rate", *(f"val_{q}" for q in QUALITY_DIRECTIONS))
-CONFIG_FILE = "config.yaml"
-PICKED = "picked"
+# What a pick reads of each finished trial: what it tried (and can be exported), how it scored.
+PARAMS = (*names.SEARCHED, names.THRESHOLD_OFFSET, names.QUALITY)
+METRICS = (names.VAL_EXCEEDANCE_RATE, *names.VAL_QUALITIES)
+ROLE, TRIAL_ID, PARENT = names.ROLE, names.TRIAL_ID, names.PARENT
 PAGE = 5000
+
+
+def finished_trial(run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float]) -> FinishedTrial:
+    """A trial run's params and latest metrics as the plain record the Pareto code takes. Its
+    quality is the validation metric its own `quality` param names, so trials of different data
+    sets are never mixed up."""
+    nan = float("nan")
+    quality = metrics.get(names.val_quality(params.get(names.QUALITY, "")), nan)
+    return FinishedTrial(run_id, trial_id, params, quality, metrics.get(names.VAL_EXCEEDANCE_RATE, nan))
 
 
 class TrialStore(Protocol):
@@ -41,16 +48,12 @@ class TrialStore(Protocol):
 
     def experiment_id(self, name: str) -> str | None: ...
 
-    def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
+    def finished_trials(self, experiment_id: str) -> list[tuple[FinishedTrial, str]]:
         """Every finished trial of the experiment, with its parent (search) run id."""
         ...
 
     def run_config(self, run_id: str) -> str:
         """The text of the `config.yaml` a search run logged."""
-        ...
-
-    def mark_picked(self, experiment_id: str, run_id: str) -> None:
-        """Tag `run_id` `picked=true` and clear that tag from every other run of the experiment."""
         ...
 
 
@@ -74,7 +77,7 @@ class DatabaseTrialStore:
                 return list(connection.execute(sql.text(query), values))
         except sql.exc.DBAPIError as err:
             raise ConfigError(
-                f"tracking uri: {redact(self.uri)} is not a readable MLflow tracking database ({err.orig})"
+                f"tracking.uri: {redact(self.uri)} is not a readable MLflow tracking database ({err.orig})"
             ) from None
 
     def experiment_id(self, name: str) -> str | None:
@@ -83,7 +86,7 @@ class DatabaseTrialStore:
         )
         return str(rows[0][0]) if rows else None
 
-    def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
+    def finished_trials(self, experiment_id: str) -> list[tuple[FinishedTrial, str]]:
         # One row per trial, one column per needed key: each LEFT JOIN is a primary-key lookup
         # on (key, run_uuid), so this reads a few values per run, not every param and metric.
         columns = [("tags", TRIAL_ID), ("tags", PARENT), *(("params", k) for k in PARAMS)]
@@ -105,7 +108,7 @@ class DatabaseTrialStore:
         return [self._trial(row) for row in rows]
 
     @staticmethod
-    def _trial(row) -> tuple[TrialRecord, str]:
+    def _trial(row) -> tuple[FinishedTrial, str]:
         run_id, trial_id, parent, *rest = row
         params = {k: v for k, v in zip(PARAMS, rest[: len(PARAMS)], strict=True) if v is not None}
         pairs = rest[len(PARAMS) :]
@@ -114,7 +117,7 @@ class DatabaseTrialStore:
             for k, value, is_nan in zip(METRICS, pairs[::2], pairs[1::2], strict=True)
             if value is not None
         }
-        return TrialRecord.from_run(run_id, trial_id or "", params, metrics), parent or ""
+        return finished_trial(run_id, trial_id or "", params, metrics), parent or ""
 
     def run_config(self, run_id: str) -> str:
         rows = self._rows("SELECT artifact_uri FROM runs WHERE run_uuid = :run", run=run_id)
@@ -122,24 +125,11 @@ class DatabaseTrialStore:
             raise ConfigError(f"run {run_id} is not in {self.uri}")
         artifacts = rows[0][0]
         if artifacts.startswith("file://"):
-            return (Path(urllib.parse.urlparse(artifacts).path) / CONFIG_FILE).read_text()
+            return (Path(urllib.parse.urlparse(artifacts).path) / names.CONFIG_FILE).read_text()
         # Artifacts in a remote store (S3, GCS, ...): only MLflow knows how to fetch them.
         from mlflow.artifacts import download_artifacts
 
-        return Path(download_artifacts(f"{artifacts}/{CONFIG_FILE}")).read_text()
-
-    def mark_picked(self, experiment_id: str, run_id: str) -> None:
-        values = {"run": run_id, "key": PICKED, "value": "true", "experiment": int(experiment_id)}
-        text = self._sql.text
-        with self._engine.begin() as connection:  # one transaction: never two picks, never none
-            connection.execute(
-                text(
-                    "DELETE FROM tags WHERE key = :key AND run_uuid IN "
-                    "(SELECT run_uuid FROM runs WHERE experiment_id = :experiment)"
-                ),
-                values,
-            )
-            connection.execute(text("INSERT INTO tags (key, value, run_uuid) VALUES (:key, :value, :run)"), values)
+        return Path(download_artifacts(f"{artifacts}/{names.CONFIG_FILE}")).read_text()
 
 
 class ServerTrialStore:
@@ -157,7 +147,7 @@ class ServerTrialStore:
                 raise not_mlflow(self.uri, f"{err.code} {err.reason}") from None
             if code == "RESOURCE_DOES_NOT_EXIST":
                 raise LookupError(path) from None
-            raise ConfigError(f"tracking uri: {redact(self.uri)} answered {err.code} {code}") from None
+            raise ConfigError(f"tracking.uri: {redact(self.uri)} answered {err.code} {code}") from None
 
     def _json(self, path: str, body: dict | None = None, query: dict | None = None) -> dict:
         return json.loads(self._call(f"/api/2.0/mlflow/{path}", body, query))
@@ -169,7 +159,7 @@ class ServerTrialStore:
             return None
         return found["experiment_id"] if found.get("lifecycle_stage", "active") == "active" else None
 
-    def finished_trials(self, experiment_id: str) -> list[tuple[TrialRecord, str]]:
+    def finished_trials(self, experiment_id: str) -> list[tuple[FinishedTrial, str]]:
         found, token = [], None
         while True:
             page = self._json(
@@ -186,28 +176,18 @@ class ServerTrialStore:
                 params = {p["key"]: p["value"] for p in data.get("params", []) if p["key"] in PARAMS}
                 metrics = {m["key"]: float(m["value"]) for m in data.get("metrics", []) if m["key"] in METRICS}
                 tags = {t["key"]: t["value"] for t in data.get("tags", [])}
-                trial = TrialRecord.from_run(run["info"]["run_id"], tags.get(TRIAL_ID, ""), params, metrics)
+                trial = finished_trial(run["info"]["run_id"], tags.get(TRIAL_ID, ""), params, metrics)
                 found.append((trial, tags.get(PARENT, "")))
             token = page.get("next_page_token")
             if not token:
                 return found
 
     def run_config(self, run_id: str) -> str:
-        return self._call("/get-artifact", query={"run_uuid": run_id, "path": CONFIG_FILE}).decode()
-
-    def mark_picked(self, experiment_id: str, run_id: str) -> None:
-        earlier = self._json(
-            "runs/search",
-            {"experiment_ids": [experiment_id], "filter": f"tags.{PICKED} = 'true'", "max_results": PAGE},
-        )
-        for run in earlier.get("runs", []):
-            if run["info"]["run_id"] != run_id:
-                self._json("runs/delete-tag", {"run_id": run["info"]["run_id"], "key": PICKED})
-        self._json("runs/set-tag", {"run_id": run_id, "key": PICKED, "value": "true"})
+        return self._call("/get-artifact", query={"run_uuid": run_id, "path": names.CONFIG_FILE}).decode()
 
 
 def open_trial_store(uri: str) -> TrialStore:
-    """The reader for a tracking URI from `tracking.resolve_uri`."""
+    """The reader for a tracking URI from `stores.resolve_uri`."""
     if uri.startswith(("http://", "https://")):
         return ServerTrialStore(uri)
     return DatabaseTrialStore(uri)

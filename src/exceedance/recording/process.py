@@ -4,10 +4,11 @@ MLflow's client (SQLAlchemy) and matplotlib are pure Python: in a thread of the 
 process they hold the GIL while Keras builds the next model and runs its Python training
 loop, and measurably slowed every trial. In their own process they only share the CPU.
 
-`search_record.SearchRecord` is the recording side and lives in that process; `Recorder` is
-the training side's handle: `submit("method", *args)` queues a call of
-`SearchRecord.method(*args)` and returns a `Future`. Calls run one at a time, in the order
-submitted, so a trial's run exists before its metrics arrive and its end is recorded after them.
+`search.SearchRecording` is the recording side and lives in that process; `Recorder` is the
+training side's handle: `send(event)` queues one of the `events` for it and returns a `Future`
+of its answer. Events are handled one at a time, in the order sent, so a trial's run exists
+before its metrics arrive and its end is recorded after them. `Discard` takes the same events
+and drops them (a search with nothing recorded, e.g. to measure what recording costs).
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from exceedance.config import Config
 from exceedance.errors import TrackingLost, redact
+from exceedance.recording.events import Event, SearchStarted
 from exceedance.stores import sqlite_path
 
-# The recording process's state: its one `SearchRecord`, the time spent in its calls, and the
-# lock that keeps the watchdog's last writes from interleaving with a call.
-_search_record = None  # a search_record.SearchRecord
-_busy_s = 0.0
+# The recording process's state: its one `SearchRecording`, and the lock that keeps the
+# watchdog's last writes from interleaving with an event's.
+_recording = None  # a search.SearchRecording
 _calls = threading.Lock()
 _lost_with: TrackingLost | None = None  # the first failure; every later call fails with it
 # MLflow's HTTP client retries a failed request 7 times with a backoff of up to minutes, and
@@ -53,38 +53,33 @@ def _start_process(parent_pid: int, timeout_s: float) -> None:
         while os.getppid() == parent_pid:
             time.sleep(0.5)
         with _calls:
-            if _search_record is not None:
+            if _recording is not None:
                 try:
-                    _search_record.abandon()
+                    _recording.abandon()
                 except Exception:
                     pass  # the store is gone too; a rerun marks what is left
         os._exit(0)
 
     threading.Thread(target=exit_with_parent, daemon=True).start()
-    # Every failure reaches the user as one line (see `_lost`); MLflow's own error logs would
-    # print its traceback first, and its INFO lines (schema creation) are noise in a sweep.
-    logging.getLogger("mlflow").setLevel(logging.CRITICAL)
     import matplotlib.figure  # noqa: F401
     import mlflow.tracking  # noqa: F401  (imported now, while the training process imports TensorFlow)
 
-
-def _open(uri: str, config: Config, search_key: str, tags: dict[str, str]) -> str:
-    from exceedance.search_record import SearchRecord
-
-    global _search_record
-    with _calls, _lost(uri):
-        _search_record = SearchRecord(uri, config, search_key, tags)
-    return _search_record.parent_id
+    # Every failure reaches the user as one line (see `_lost`); MLflow's own error logs would
+    # print its traceback first, and its INFO lines (schema creation) are noise in a sweep.
+    # Set after the import, which configures MLflow's logger.
+    logging.getLogger("mlflow").setLevel(logging.CRITICAL)
 
 
-def _call(method: str, *args) -> Any:
-    global _busy_s
-    started = time.perf_counter()
-    try:
-        with _calls, _lost(_search_record.tracker.uri):
-            return getattr(_search_record, method)(*args)
-    finally:
-        _busy_s += time.perf_counter() - started
+def _handle(event: Event) -> Any:
+    global _recording
+    if isinstance(event, SearchStarted):
+        from exceedance.recording.search import SearchRecording
+
+        with _calls, _lost(event.uri):
+            _recording = SearchRecording(event)
+        return _recording.parent_id
+    with _calls, _lost(_recording.experiment.uri):
+        return _recording.handle(event)
 
 
 @contextmanager
@@ -118,10 +113,6 @@ def lost_message(uri: str, err: BaseException) -> str:
     return f"search stopped: recording to {redact(uri)} failed ({type(err).__name__}: {text[:200]}); {resume}"
 
 
-def _busy_seconds() -> float:
-    return _busy_s
-
-
 def _spawning() -> multiprocessing.context.BaseContext:
     """A context that starts the recording process as a fresh interpreter (forking a process
     that runs TensorFlow's threads is unsafe).
@@ -136,11 +127,11 @@ def _spawning() -> multiprocessing.context.BaseContext:
 
 
 class Recorder:
-    """The training side's handle on a `SearchRecord` in its own process.
+    """The training side's handle on a `SearchRecording` in its own process.
 
     Created before TensorFlow is imported, so the recorder's start (it imports MLflow and
-    matplotlib) overlaps with the training process's own. `open` then creates or resumes the
-    search's parent run; nothing is written to MLflow before it.
+    matplotlib) overlaps with the training process's own. Nothing is written to MLflow before
+    its first event, a `SearchStarted`, which creates or resumes the search's parent run.
     """
 
     def __init__(self, timeout_s: float = 5.0):
@@ -150,20 +141,25 @@ class Recorder:
             initializer=_start_process,
             initargs=(os.getpid(), timeout_s),
         )
-        self._pool.submit(int)  # start the process now, not at the first call
+        self._pool.submit(int)  # start the process now, not at the first event
 
-    def open(self, uri: str, config: Config, search_key: str, tags: dict[str, str]) -> str:
-        """Create or resume the search's parent run; return its id."""
-        return self._pool.submit(_open, uri, config, search_key, tags).result()
-
-    def submit(self, method: str, *args) -> Future:
-        """Queue `SearchRecord.method(*args)`; its result or error comes back in the `Future`."""
-        return self._pool.submit(_call, method, *args)
-
-    def busy_seconds(self) -> float:
-        """Total time the recording process spent in calls so far (for benchmarks)."""
-        return self._pool.submit(_busy_seconds).result()
+    def send(self, event: Event) -> Future:
+        """Queue `event`; its answer (a parent run id, a `SearchSummary`, or None) or the first
+        recording error (`TrackingLost`) comes back in the `Future`."""
+        return self._pool.submit(_handle, event)
 
     def close(self) -> None:
-        """Wait for every queued call, then stop the process."""
+        """Wait for every queued event, then stop the process."""
         self._pool.shutdown(wait=True)
+
+
+class Discard:
+    """A `Recorder` that records nothing: every event is dropped and answered at once."""
+
+    def send(self, event: Event) -> Future:
+        done: Future = Future()
+        done.set_result(None)
+        return done
+
+    def close(self) -> None:
+        pass

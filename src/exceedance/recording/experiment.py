@@ -1,4 +1,4 @@
-"""Everything that talks to MLflow: the store, the parent search run, nested trial runs.
+"""One MLflow experiment through MLflow's client: a search's parent run, its trial runs, a retrain's run.
 
 Uses `MlflowClient` with explicit run ids rather than the fluent API, so nothing depends on a
 global "active run" and one search's runs cannot leak into another's. Metrics of an epoch go
@@ -18,13 +18,10 @@ from typing import Any
 
 import yaml
 
+from exceedance import names
 from exceedance.config import Config
-from exceedance.errors import ConfigError
-from exceedance.pareto import TrialRecord
-
-ROLE = "exceedance.role"
-SEARCH_KEY = "exceedance.search_key"
-TRIAL_ID = "exceedance.trial_id"
+from exceedance.pareto import FinishedTrial
+from exceedance.recording.reader import finished_trial
 
 
 def artifact_location(uri: str) -> str | None:
@@ -46,7 +43,7 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def _config_record(config: Config) -> tuple[dict[str, str], str]:
+def config_params(config: Config) -> tuple[dict[str, str], str]:
     """The config as flat params and as YAML (the file `exceedance-pick` exports from).
 
     The tracking section is left out: a database or server URI can carry credentials.
@@ -56,9 +53,9 @@ def _config_record(config: Config) -> tuple[dict[str, str], str]:
     return flatten(logged), yaml.safe_dump(logged, sort_keys=False)
 
 
-def _record(run) -> TrialRecord:
+def _finished_trial(run) -> FinishedTrial:
     data = run.data
-    return TrialRecord.from_run(run.info.run_id, data.tags.get(TRIAL_ID, ""), dict(data.params), data.metrics)
+    return finished_trial(run.info.run_id, data.tags.get(names.TRIAL_ID, ""), dict(data.params), data.metrics)
 
 
 class _Retrying:
@@ -136,31 +133,23 @@ def _open_client(uri: str, attempts: int = 6):
     raise AssertionError("unreachable")
 
 
-class Tracker:
-    """One MLflow experiment; creates the parent run of a search and its nested trial runs.
+class Experiment:
+    """One MLflow experiment, created if it does not exist; creates and ends its runs.
 
     Args:
-        uri: a tracking URI from `resolve_uri`.
-        experiment: experiment name (one per sweep name).
-        create: create the experiment if it does not exist (else raise `ConfigError`).
+        uri: a tracking URI from `stores.connect`.
+        name: the experiment's name (a search's or sweep's `name`).
     """
 
-    def __init__(self, uri: str, experiment: str, create: bool = True):
+    def __init__(self, uri: str, name: str):
         # MLflow prints "View run ... at <uri>" for a server store as each run ends: noise in
         # our output, and the URI may carry credentials.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = uri
         with _store_lock(uri):
             self.client = _Retrying(_open_client(uri))
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None and not create:
-                raise ConfigError(
-                    f"experiment {experiment!r} does not exist at {uri}; run a sweep with name={experiment}"
-                )
-            if found is None:
-                self.experiment_id = self._create_experiment(experiment)
-            else:
-                self.experiment_id = found.experiment_id
+            found = self.client.get_experiment_by_name(name)
+            self.experiment_id = found.experiment_id if found else self._create_experiment(name)
 
     def _create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -175,19 +164,19 @@ class Tracker:
         """Return the parent run of the search `search_key`: the earlier one when resuming, or a
         new one. With `fresh`, an earlier run is kept but renamed out of the way (never deleted)."""
         existing = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{SEARCH_KEY}` = '{search_key}'", max_results=1
+            [self.experiment_id], filter_string=f"tags.`{names.SEARCH_KEY}` = '{search_key}'", max_results=1
         )
         if existing and not fresh:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         for run in existing:
-            self.client.set_tag(run.info.run_id, SEARCH_KEY, f"{search_key}@{run.info.run_id}")
-        return self._new_run({ROLE: "search", SEARCH_KEY: search_key, **tags}, *_config_record(config))
+            self.client.set_tag(run.info.run_id, names.SEARCH_KEY, f"{search_key}@{run.info.run_id}")
+        return self._new_run({names.ROLE: names.SEARCH, names.SEARCH_KEY: search_key, **tags}, *config_params(config))
 
     def start_training(self, config: Config, tags: dict[str, str]) -> str:
         """A top-level run for retraining a picked configuration (`exceedance-train`)."""
-        return self._new_run({ROLE: "training", **tags}, *_config_record(config), run_name="train")
+        return self._new_run({names.ROLE: names.TRAINING, **tags}, *config_params(config), run_name="train")
 
     def _new_run(
         self, tags: dict[str, str], params: dict[str, Any], config_yaml: str = "", run_name: str | None = None
@@ -195,22 +184,22 @@ class Tracker:
         run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         self.log_batch(run_id, params=params)
         if config_yaml:
-            self.client.log_text(run_id, config_yaml, "config.yaml")
+            self.client.log_text(run_id, config_yaml, names.CONFIG_FILE)
         return run_id
 
-    def trial_records(self, parent_id: str) -> list[TrialRecord]:
+    def finished_trials(self, parent_id: str) -> list[FinishedTrial]:
         """Every finished trial of a search with its final validation quality and exceedance."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{names.PARENT}` = '{parent_id}' and attributes.status = 'FINISHED'",
         )
-        return [_record(run) for run in runs]
+        return [_finished_trial(run) for run in runs]
 
     def close_orphans(self, parent_id: str) -> int:
         """Mark trial runs left RUNNING by a killed process as KILLED; return how many."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{names.PARENT}` = '{parent_id}' and attributes.status = 'RUNNING'",
         )
         for run in runs:
             self.client.set_terminated(run.info.run_id, status="KILLED")
@@ -218,7 +207,7 @@ class Tracker:
 
     def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None) -> str:
         """A trial's run, nested under its search; params may also come later with `log_batch`."""
-        tags = {"mlflow.parentRunId": parent_id, ROLE: "trial", TRIAL_ID: trial_id}
+        tags = {names.PARENT: parent_id, names.ROLE: names.TRIAL, names.TRIAL_ID: trial_id}
         return self._new_run(tags, params or {}, run_name=f"trial-{trial_id}")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -258,6 +247,15 @@ class Tracker:
                 writer.writeheader()
                 writer.writerows(rows)
             self.client.log_artifact(run_id, str(path))
+
+    def mark_picked(self, run_id: str) -> None:
+        """Tag `run_id` `picked=true` and take that tag off every other run of the experiment: set
+        first, then cleared, so an interrupted pick leaves two picks at worst, never none."""
+        earlier = self.client.search_runs([self.experiment_id], filter_string=f"tags.{names.PICKED} = 'true'")
+        self.client.set_tag(run_id, names.PICKED, "true")
+        for run in earlier:
+            if run.info.run_id != run_id:
+                self.client.delete_tag(run.info.run_id, names.PICKED)
 
     def set_tags(self, tags_by_run: dict[str, dict[str, str]]) -> None:
         for run_id, tags in tags_by_run.items():
