@@ -29,9 +29,9 @@ def fill(uri: str, runs: int, seed: int = 0) -> None:
     from mlflow.entities import Metric, Param
 
     from exceedance.config import Config, DataConfig
-    from exceedance.tracking import Tracker
+    from exceedance.recording.experiment import Experiment
 
-    tracker = Tracker(uri, EXPERIMENT)
+    tracker = Experiment(uri, EXPERIMENT)
     rng = np.random.default_rng(seed)
     per_search = -(-runs // SEARCHES)
     for search in range(SEARCHES):
@@ -42,7 +42,7 @@ def fill(uri: str, runs: int, seed: int = 0) -> None:
             form = ("l1", "l2", "sigmoid_count")[trial % 3]
             offset = rng.uniform(-0.5, 0.2)
             params = {
-                "penalty": form,
+                "form": form,
                 "threshold_offset": offset,
                 "threshold": 1.0 + offset,
                 "lam": rng.uniform(0.01, 10),
