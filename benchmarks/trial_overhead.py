@@ -59,9 +59,9 @@ def search(config: Config, tracked: bool, work: Path) -> tuple[list[dict[str, fl
     to its last write (its final front included)."""
     from exceedance.run_search import search_key
     from exceedance.search import ExceedanceHyperModel, make_oracle
-    from exceedance.trial import TrackedTuner
+    from exceedance.trial import ExceedanceTuner
 
-    class TimedTuner(TrackedTuner):
+    class TimedTuner(ExceedanceTuner):
         """Times each trial from its start to the end of its bookkeeping on the training thread."""
 
         def on_trial_begin(self, trial):

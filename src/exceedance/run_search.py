@@ -189,7 +189,7 @@ def _search(
 ) -> SearchResult:
     from exceedance.fitting import use_threads
     from exceedance.search import ExceedanceHyperModel, make_oracle
-    from exceedance.trial import TrackedTuner, failure_hint
+    from exceedance.trial import ExceedanceTuner, failure_hint
 
     use_threads(config.search)
 
@@ -198,7 +198,7 @@ def _search(
 
     directory = str(Path(config.search.directory).resolve())
     try:
-        tuner = TrackedTuner(
+        tuner = ExceedanceTuner(
             make_oracle(config),
             ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target),
             config,

@@ -1,7 +1,7 @@
 """The search space (a keras-tuner HyperModel) and the oracle that explores it.
 
 The HyperModel only declares hyperparameters and builds a compiled model from them; running
-trials and tracking them is `trial.TrackedTuner`'s job.
+trials and tracking them is `trial.ExceedanceTuner`'s job.
 """
 
 from __future__ import annotations

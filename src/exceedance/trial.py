@@ -94,7 +94,7 @@ class Progress:
             )
 
 
-class TrackedTuner(kt.engine.base_tuner.BaseTuner):
+class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
     """Runs trials on a fixed `Dataset`; each trial's events go to `recorder`.
 
     Args:

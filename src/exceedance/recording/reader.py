@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from exceedance import names
 from exceedance.errors import ConfigError, redact
 from exceedance.pareto import FinishedTrial
-from exceedance.stores import mlflow_error_code, not_mlflow, request
+from exceedance.server import mlflow_error_code, not_mlflow, request
 
 # What a pick reads of each finished trial: what it tried (and can be exported), how it scored.
 PARAMS = (*names.SEARCHED, names.THRESHOLD_OFFSET, names.QUALITY)
