@@ -57,8 +57,9 @@ class FitTimer(keras.callbacks.Callback):
 def search(config: Config, tracked: bool, work: Path) -> tuple[list[dict[str, float]], float]:
     """Run one search; return per-trial timings and the search's wall time from its first trial
     to its last write (its final front included)."""
+    from exceedance.oracles import make_oracle
     from exceedance.run_search import search_key
-    from exceedance.search import ExceedanceHyperModel, make_oracle
+    from exceedance.search import ExceedanceHyperModel
     from exceedance.trial import ExceedanceTuner
 
     class TimedTuner(ExceedanceTuner):

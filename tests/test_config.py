@@ -98,7 +98,7 @@ def test_targets_accept_a_single_name():
 def test_every_extension_point_names_the_same_entries_as_its_registry():
     """config.py lists each extension point's names for the checks before Keras is imported; the
     module that implements it holds the registry. Adding an entry to one and not the other fails here."""
-    from exceedance import data, losses, metrics, search
+    from exceedance import data, losses, metrics, oracles
     from exceedance.config import DATASETS, ORACLES, PENALTY_FORMS, QUALITY_DIRECTIONS, PenaltyConfig
 
     assert list(losses.FORMS) == list(PENALTY_FORMS)
@@ -109,13 +109,13 @@ def test_every_extension_point_names_the_same_entries_as_its_registry():
             assert isinstance(getattr(PenaltyConfig(), extra), Range), extra
     assert list(data.LOADERS) == list(DATASETS)
     assert list(metrics.QUALITIES) == list(QUALITY_DIRECTIONS)
-    assert sorted(search.ORACLES) == sorted(ORACLES)
+    assert sorted(oracles.ORACLES) == sorted(ORACLES)
 
 
 def test_unknown_names_raise_instead_of_falling_through():
     import numpy as np
 
-    from exceedance import data, losses, metrics, search
+    from exceedance import data, losses, metrics, oracles
     from exceedance.config import Config, DataConfig
 
     with pytest.raises(ValueError, match="unknown penalty form 'hinge'"):
@@ -127,4 +127,4 @@ def test_unknown_names_raise_instead_of_falling_through():
     config = Config(data=DataConfig(limit=1.0))
     config.search.oracle = "annealing"
     with pytest.raises(ValueError, match="unknown oracle 'annealing'"):
-        search.make_oracle(config)
+        oracles.make_oracle(config)

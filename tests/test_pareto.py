@@ -7,6 +7,7 @@ import pytest
 
 from exceedance.pareto import (
     FinishedTrial,
+    front_hypervolume,
     front_mask,
     hypervolume_2d,
     pareto_mask,
@@ -39,6 +40,45 @@ def test_staircase_front_and_hypervolume():
     points = np.vstack([stairs, dominated])
     np.testing.assert_array_equal(pareto_mask(points), [True] * 4 + [False] * 2)
     assert hypervolume_2d(points, np.array([5.0, 5.0])) == pytest.approx(4 + 3 + 2 + 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 50])
+def test_hypervolume_of_staircases_of_several_sizes(n):
+    # Steps (i, n + 1 - i) for i = 1..n against reference (n + 1, n + 1): columns of width 1 and
+    # heights 1..n, so the area is n (n + 1) / 2.
+    stairs = np.array([[i, n + 1 - i] for i in range(1, n + 1)], dtype=float)
+    reference = np.array([n + 1.0, n + 1.0])
+    assert hypervolume_2d(stairs, reference) == pytest.approx(n * (n + 1) / 2)
+    shuffled = np.random.default_rng(n).permutation(stairs)
+    assert hypervolume_2d(np.vstack([shuffled, shuffled]), reference) == pytest.approx(n * (n + 1) / 2), "duplicates"
+
+
+def test_hypervolume_ignores_points_beyond_the_reference_and_nan():
+    reference = np.array([4.0, 4.0])
+    inside = np.array([[1.0, 2.0], [2.0, 1.0]])  # area 3 * 2 + 2 * 1 = 8
+    beyond = np.array([[0.5, 5.0], [4.0, 0.0], [5.0, 5.0]])  # past or on the reference in some axis
+    nan = np.array([[np.nan, 0.0], [0.0, np.nan]])
+    assert hypervolume_2d(inside, reference) == pytest.approx(8.0)
+    assert hypervolume_2d(np.vstack([inside, beyond, nan]), reference) == pytest.approx(8.0)
+    assert hypervolume_2d(np.vstack([beyond, nan]), reference) == 0.0
+    assert hypervolume_2d(np.empty((0, 2)), reference) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hypervolume_matches_a_monte_carlo_estimate(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(0, 1, size=(15, 2))
+    samples = rng.uniform(0, 1, size=(200_000, 2))
+    dominated = np.any(np.all(points[None, :, :] <= samples[:, None, :], axis=2), axis=1)
+    assert hypervolume_2d(points, np.array([1.0, 1.0])) == pytest.approx(dominated.mean(), abs=0.005)
+
+
+def test_front_hypervolume_in_quality_and_exceedance_rate():
+    quality, exceedance = np.array([0.5, 0.8, 0.4]), np.array([0.5, 0.75, 0.9])
+    assert front_hypervolume(quality, exceedance, "max", 0.0) == pytest.approx(0.5 * 0.5 + 0.3 * 0.25)
+    # A minimized quality (mae) against its reference 2.0: (2 - 0.5) * 0.5 + (0.5 - 0.2) * 0.25.
+    mae = np.array([0.5, 0.2, 3.0])
+    assert front_hypervolume(mae, exceedance, "min", 2.0) == pytest.approx(1.5 * 0.5 + 0.3 * 0.25)
 
 
 def test_nan_rows_are_never_on_the_front():

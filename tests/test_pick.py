@@ -25,10 +25,10 @@ QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
 
 
-def fill(uri: str) -> None:
-    """Experiment `known`: one search of seven finished trials and one failed trial."""
-    experiment = Experiment(uri, "known")
-    parent = experiment.start_search("known-key", compose_config([]), {})
+def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = ()) -> None:
+    """Experiment `name`: one search of seven finished trials and one failed trial."""
+    experiment = Experiment(uri, name)
+    parent = experiment.start_search("known-key", compose_config(list(overrides)), {})
     client = MlflowClient(uri)
     for i, (q, e) in enumerate(zip(QUALITY, EXCEED, strict=True)):
         run_id = experiment.start_trial(
@@ -220,3 +220,22 @@ def test_a_pick_that_cannot_write_its_files_leaves_the_earlier_pick_tagged(fille
     client = MlflowClient(uri)
     tagged = client.search_runs([client.get_experiment_by_name("known").experiment_id], "tags.picked = 'true'")
     assert [r.data.tags["exceedance.trial_id"] for r in tagged] == [first]
+
+
+def test_without_a_rule_the_pick_uses_the_searches_cap_or_asks_for_one(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    fill(uri)  # searches without search.max_exceedance
+    with pytest.raises(SystemExit) as exit_info:
+        main(["known", "--tracking-uri", uri, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "exceedance-pick: error: give a rule: --max-exceedance E, --min-quality Q or --knee (its searches set no cap)"
+    ]
+    fill(uri, "capped", ["search.max_exceedance=0.05"])
+    main(["capped", "--tracking-uri", uri, "--out", str(tmp_path / "capped")])
+    out = capsys.readouterr().out
+    assert "picked by rule: best quality with exceedance rate <= 0.05" in out
+    expected = brute_force_pick(EXCEED <= 0.05, key=lambda i: (-QUALITY[i], EXCEED[i]))
+    assert next(line.split()[1] for line in out.splitlines() if line.startswith(" * ")) == str(expected)

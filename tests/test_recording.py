@@ -23,12 +23,13 @@ from exceedance.recording.events import (
 from exceedance.recording.process import Discard
 from exceedance.recording.search import SearchRecording
 
-PARAMS = {"form": "l2", "threshold": 0.8, "threshold_offset": -0.2, "lam": 1.0, "quality": "within_tolerance"}
+PARAMS = {"form": "l2", "threshold": 0.8, "threshold_offset": -0.2, "lam": 1.0}
+MEASURED = {"data": "synthetic", "limit": 1.0, "quality": "within_tolerance"}
 
 
 def trial_events(trial_id: str, quality: float, exceedance: float) -> list:
     return [
-        TrialStarted(trial_id, PARAMS),
+        TrialStarted(trial_id, {**PARAMS, **MEASURED}),
         EpochEnded(trial_id, 1, {"loss": 2.0, "val_within_tolerance": quality / 2, "val_exceedance_rate": 0.5}),
         EpochEnded(trial_id, 2, {"loss": 1.0, "val_within_tolerance": quality, "val_exceedance_rate": exceedance}),
         TrialEnded(trial_id, FINISHED, 2, {"test_loss": 1.1}),
@@ -36,19 +37,23 @@ def trial_events(trial_id: str, quality: float, exceedance: float) -> list:
     ]
 
 
+def start(tmp_path, key: str = "events-key", overrides: tuple[str, ...] = ()) -> SearchRecording:
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    config = compose_config(["name=events", *overrides])
+    return SearchRecording(SearchStarted(uri, config, key, {"hydra.job_num": "0"}))
+
+
 @pytest.fixture
 def recording(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    (tmp_path / "mlruns").mkdir()
-    config = compose_config(["name=events"])
-    return SearchRecording(SearchStarted(uri, config, "events-key", {"hydra.job_num": "0"})), MlflowClient(uri)
+    return start(tmp_path), MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
 
 
 def test_events_become_a_parent_trial_runs_curves_and_a_front(recording, tmp_path):
     rec, client = recording
     for event in [*trial_events("0", 0.6, 0.2), *trial_events("1", 0.5, 0.1), *trial_events("2", 0.4, 0.3)]:
         assert rec.handle(event) is None
-    rec.handle(TrialStarted("3", PARAMS))
+    rec.handle(TrialStarted("3", {**PARAMS, **MEASURED}))
     rec.handle(TrialEnded("3", FAILED, reason="training diverged: loss=nan"))
     summary = rec.handle(SearchEnded(FINISHED))
 
@@ -77,6 +82,46 @@ def test_events_become_a_parent_trial_runs_curves_and_a_front(recording, tmp_pat
     assert {"pareto.csv", "pareto.png", "config.yaml"} <= {a.path for a in client.list_artifacts(rec.parent_id)}
     table = client.download_artifacts(rec.parent_id, "pareto.csv", str(tmp_path))
     assert [row["trial_id"] for row in csv.DictReader(open(table))] == ["1", "0", "2"]
+    # The front's area after each finished trial, reference (quality 0, rate 1): 0.6 * 0.8, then
+    # + 0.5 * 0.1 for (0.5, 0.1); (0.4, 0.3) is dominated and adds nothing.
+    history = client.get_metric_history(rec.parent_id, "hypervolume")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.value for m in history] == pytest.approx([0.48, 0.53, 0.53])
+    assert client.get_metric_history(rec.parent_id, "joint_hypervolume")[-1].value == pytest.approx(0.53)
+
+
+def test_the_pareto_tags_mark_the_joint_front_of_every_comparable_search(tmp_path):
+    """Two jobs of a multirun (two searches, one experiment): a trial on its own search's front
+    that a trial of the other search beats on both axes is not on the joint front. A search with
+    another limit is not comparable and keeps its own."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    first, second = start(tmp_path, "job-0"), start(tmp_path, "job-1")
+    other_limit = start(tmp_path, "job-2", ("data.limit=0.8",))
+    for event in [*trial_events("0", 0.6, 0.2), *trial_events("1", 0.5, 0.1)]:
+        first.handle(event)
+    for event in trial_events("0", 0.7, 0.05):  # beats both trials of the first search
+        second.handle(event)
+    other_events = trial_events("0", 0.1, 0.9)
+    other_events[0] = TrialStarted("0", {**PARAMS, **MEASURED, "limit": 0.8})
+    for event in other_events:
+        other_limit.handle(event)
+    for rec in (first, other_limit, second):
+        rec.handle(SearchEnded(FINISHED))
+    runs = client.search_runs(
+        [client.get_experiment_by_name("events").experiment_id], "tags.`exceedance.role` = 'trial'"
+    )
+    tags = {
+        (r.data.tags["mlflow.parentRunId"], r.data.tags["exceedance.trial_id"]): r.data.tags["pareto"] for r in runs
+    }
+    assert tags == {
+        (first.parent_id, "0"): "false",
+        (first.parent_id, "1"): "false",
+        (second.parent_id, "0"): "true",
+        (other_limit.parent_id, "0"): "true",
+    }
+    # Each search keeps its own front in its table and its own hypervolume.
+    assert client.get_run(first.parent_id).data.metrics["hypervolume"] == pytest.approx(0.53)
+    assert client.get_run(second.parent_id).data.metrics["joint_hypervolume"] == pytest.approx(0.7 * 0.95)
 
 
 def test_a_trials_curves_are_sent_in_one_batch_unless_it_runs_long(recording, monkeypatch):

@@ -71,7 +71,7 @@ def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path
     assert "pareto.csv" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
-@pytest.mark.parametrize("oracle", ["random", "grid"])
+@pytest.mark.parametrize("oracle", ["random", "grid", "pareto"])
 def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
     args = [f"search={oracle}", *SLOW_TRIALS]
     first = sweep_process(args, tmp_path)

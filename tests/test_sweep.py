@@ -74,6 +74,27 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
         tag = next(t for t in trials if t.info.run_id == row["run_id"]).data.tags["pareto"]
         assert tag == str(not dominated).lower()
     assert {r["trial_id"] for r in result.front} == {r["trial_id"] for r in rows if r["pareto"] == "True"}
+    # The front's hypervolume after every finished trial, reference (quality 0, rate 1).
+    history = client.get_metric_history(result.parent_run_id, "hypervolume")
+    assert [m.step for m in history] == [1, 2, 3]
+    front = np.array([[-float(r["quality"]), float(r["exceedance_rate"])] for r in rows if r["pareto"] == "True"])
+    front = front[np.argsort(front[:, 0])]
+    area = np.sum(np.diff(np.append(front[:, 0], 0.0)) * (1.0 - front[:, 1]))
+    assert history[-1].value == pytest.approx(area)
+
+
+@pytest.mark.parametrize("oracle", ["pareto", "frontier"])
+def test_the_front_searches_run_end_to_end(tmp_path, tiny, oracle):
+    overrides = [*tiny, f"search={oracle}", "penalty=l1", "search.target_rates=[0.1]", "data.n_samples=600"]
+    result = run(compose_config(overrides), report=lambda _: None)
+    client = MlflowClient(store_uri(tmp_path))
+    _, trials = runs_by_role(client, "exceedance")
+    assert result.trials == len(trials) == 2
+    assert [m.step for m in client.get_metric_history(result.parent_run_id, "hypervolume")] == [1, 2]
+    if oracle == "frontier":  # an unpenalized trial, then the target below the rate it reached
+        assert sorted(t.data.params["target_rate"] for t in trials) == ["0.1", "1.0"]
+        for trial in trials:
+            assert [m.step for m in client.get_metric_history(trial.info.run_id, "lam")] == [1, 2]
 
 
 def test_rerun_of_a_finished_search_adds_nothing(tmp_path, tiny):
@@ -130,7 +151,7 @@ def test_a_search_in_other_units_is_the_same_search_reported_in_those_units(tmp_
     targets are standardized for training, so both searches train the same models; thresholds,
     predictions and errors come back in each one's units."""
     x, y = synthetic(400, 4, 2, 1.0, 0.3, seed=3)
-    runs = {}
+    runs, hypervolumes = {}, {}
     for name, scale, shift in (("sd", 1.0, 0.0), ("kw", 40.0, 100.0)):
         path = tmp_path / f"{name}.csv"
         columns = [*(f"x{i}" for i in range(4)), "a", "b"]
@@ -142,6 +163,7 @@ def test_a_search_in_other_units_is_the_same_search_reported_in_those_units(tmp_
             "data.targets=[a,b]",
             f"data.limit={1.0 * scale + shift}",
             "data.quality=mae",
+            f"search.reference_quality={2 * scale}",
             "search.max_trials=2",
             "search.epochs=2",
             "model.hidden_units=[8]",
@@ -149,8 +171,9 @@ def test_a_search_in_other_units_is_the_same_search_reported_in_those_units(tmp_
             f"search.directory={tmp_path}/tuner",
         ]
         run(compose_config(overrides), report=lambda _: None)
-        _, trials = runs_by_role(MlflowClient(store_uri(tmp_path)), name)
+        parents, trials = runs_by_role(MlflowClient(store_uri(tmp_path)), name)
         runs[name] = {t.data.tags["exceedance.trial_id"]: t.data for t in trials}
+        hypervolumes[name] = parents[0].data.metrics["hypervolume"]
     assert sorted(runs["sd"]) == sorted(runs["kw"]) == ["0", "1"]
     for trial_id, sd in runs["sd"].items():
         kw = runs["kw"][trial_id]
@@ -158,3 +181,6 @@ def test_a_search_in_other_units_is_the_same_search_reported_in_those_units(tmp_
         assert float(kw.params["threshold"]) == pytest.approx(40 * float(sd.params["threshold"]) + 100, rel=1e-4)
         assert kw.metrics["val_exceedance_rate"] == pytest.approx(sd.metrics["val_exceedance_rate"], abs=1e-6)
         assert kw.metrics["val_mae"] == pytest.approx(40 * sd.metrics["val_mae"], rel=1e-3)
+    # The front's area: mae in user units (x 40) against the same rates, reference 2 sd.
+    assert hypervolumes["sd"] > 0
+    assert hypervolumes["kw"] == pytest.approx(40 * hypervolumes["sd"], rel=1e-3)

@@ -24,10 +24,14 @@ from exceedance.errors import ConfigError
 # penalty form -> the hyperparameters of its own, each searched on a log scale from the
 # `PenaltyConfig` range of that name (`losses.FORMS`);
 PENALTY_FORMS = {"l1": (), "l2": (), "sigmoid_count": ("temperature",)}
-ORACLES = ("random", "bayesian", "hyperband", "grid")  # `search.ORACLES`
+ORACLES = ("random", "bayesian", "hyperband", "grid", "pareto", "frontier")  # `oracles.ORACLES`
+SAMPLERS = ("tpe", "nsga2")  # Optuna's multi-objective samplers behind oracle=pareto
 DATASETS = ("synthetic", "diabetes", "breast_cancer", "file")  # `data.LOADERS`
 # quality metric -> the direction in which it improves (`metrics.QUALITIES`).
 QUALITY_DIRECTIONS = {"within_tolerance": "max", "accuracy": "max", "mae": "min", "mse": "min"}
+# The worst value of a bounded quality: the quality of the hypervolume's reference point. An
+# unbounded one (mae, mse) takes it from search.reference_quality.
+WORST_QUALITY = {"within_tolerance": 0.0, "accuracy": 0.0}
 OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
 # Names Keras resolves (`keras.losses.get`, `keras.activations.get`), checked here so a typo fails
 # before TensorFlow starts; tests/test_config.py checks each one resolves in Keras.
@@ -110,6 +114,13 @@ class PenaltyConfig:
     base_loss: str = "mse"
     threshold_offset: Range = field(default_factory=lambda: Range(-0.5, 0.2))
     lam: Range = field(default_factory=lambda: Range(0.01, 10.0))
+    # Target-rate training: with a rate E, lambda is not searched but learned during training so
+    # the exceedance rate on the limit meets E (see target_rate.py): dual_lr is the step of its
+    # update, dual_rows the share of training rows held out to estimate the rate on (0: the
+    # training batches themselves).
+    target_rate: float | None = None
+    dual_lr: float = 4.0
+    dual_rows: float = 0.0
     # sigmoid_count's own: how soft its step is (see `PENALTY_FORMS`)
     temperature: Range = field(default_factory=lambda: Range(0.02, 0.5))
 
@@ -119,6 +130,13 @@ class SearchConfig:
     """How keras-tuner explores the space and how long each trial trains."""
 
     oracle: str = "random"
+    # oracle=pareto: the Optuna sampler, and an optional cap on the exceedance rate it treats as a
+    # constraint (it searches where trials meet it; exceedance-pick's default rule uses it too)
+    sampler: str = "tpe"
+    max_exceedance: float | None = None
+    # oracle=frontier: one target-rate trial per target and penalty form (after an unpenalized
+    # one that measures the rate a model reaches on its own); its budget, not max_trials
+    target_rates: list[float] = field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05, 0.1, 0.2])
     max_trials: int = 12
     epochs: int = 8
     batch_size: int = 128
@@ -135,6 +153,10 @@ class SearchConfig:
     # jobs on one machine, 1 and 1 avoid oversubscribing the cores (see the README's Performance).
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # The quality of the front's reference point (with exceedance rate 1) for its hypervolume:
+    # required for an unbounded quality (mae, mse), in your units; bounded ones default to their
+    # worst value (0 for within_tolerance and accuracy).
+    reference_quality: float | None = None
 
 
 @dataclass
@@ -165,6 +187,12 @@ class Config:
     @property
     def quality_direction(self) -> str:
         return QUALITY_DIRECTIONS[self.data.quality]
+
+    @property
+    def reference_quality(self) -> float:
+        """The quality of the hypervolume's reference point (see `SearchConfig.reference_quality`)."""
+        given = self.search.reference_quality
+        return float(given) if given is not None else WORST_QUALITY[self.data.quality]
 
 
 def extra_hyperparameters(forms: list[str]) -> list[str]:
@@ -294,14 +322,41 @@ def validate(config: Config) -> None:
             "penalty.lam.low",
             "must be > 0 when lambda is searched (log scale); set low == high to fix it at 0",
         )
+    if penalty.target_rate is not None:
+        _require(
+            0 < penalty.target_rate < 1, "penalty.target_rate", f"must be a rate in (0, 1), got {penalty.target_rate}"
+        )
+    _require(penalty.dual_lr > 0, "penalty.dual_lr", f"must be > 0, got {penalty.dual_lr}")
+    _require(0 <= penalty.dual_rows < 0.5, "penalty.dual_rows", f"must be in [0, 0.5), got {penalty.dual_rows}")
     for extra in extra_hyperparameters(penalty.forms):
         _range(getattr(penalty, extra), f"penalty.{extra}", positive=True)
 
     _one_of(search.oracle, ORACLES, "search.oracle")
+    _one_of(search.sampler, SAMPLERS, "search.sampler")
+    _require(
+        len(search.target_rates) > 0 and all(0 < r < 1 for r in search.target_rates),
+        "search.target_rates",
+        f"needs rates in (0, 1), got {list(search.target_rates)}",
+    )
+    if search.max_exceedance is not None:
+        _require(
+            0 <= search.max_exceedance <= 1,
+            "search.max_exceedance",
+            f"must be a rate in 0..1, got {search.max_exceedance}",
+        )
     for name in ("max_trials", "epochs", "batch_size", "grid_points", "max_consecutive_failures"):
         value = getattr(search, name)
         _require(value >= 1, f"search.{name}", f"must be >= 1, got {value}")
     _range(search.learning_rate, "search.learning_rate", positive=True)
+    if search.reference_quality is None:
+        _require(
+            data.quality in WORST_QUALITY,
+            "search.reference_quality",
+            f"is required with data.quality={data.quality}: the worst {data.quality} a front may count, in "
+            f"your targets' units (the hypervolume's reference point), e.g. search.reference_quality=1.0",
+        )
+    else:
+        _finite(search.reference_quality, "search.reference_quality")
     for name in ("intra_op_threads", "inter_op_threads"):
         value = getattr(search, name)
         _require(value >= 0, f"search.{name}", f"must be >= 0 (0 = TensorFlow's default), got {value}")

@@ -83,7 +83,8 @@ def fit(
         epochs=epochs,
         batch_size=batch_size,
         verbose=0,
-        callbacks=[EpochLogger(on_epoch), keras.callbacks.TerminateOnNaN(), *callbacks],
+        # The given callbacks first: what they add to an epoch's logs (a learned `lam`) is logged.
+        callbacks=[*callbacks, EpochLogger(on_epoch), keras.callbacks.TerminateOnNaN()],
     )
     final = {k: v[-1] for k, v in history.history.items()}
     return Fitted(final, len(history.history.get("loss", [])), divergence(final))

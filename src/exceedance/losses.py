@@ -86,7 +86,9 @@ class PenalizedLoss(keras.losses.Loss):
         self.base = base
         self.form = form
         self.threshold = float(threshold)
-        self.lam = float(lam)
+        # A variable the compiled step reads: changing it (target-rate training, see
+        # `target_rate.DualAscent`) needs no new trace.
+        self.lam = keras.Variable(float(lam), trainable=False, name="lam", dtype="float32")
         self.extras = {k: float(v) for k, v in (extras or {}).items()}
         self._base_fn = keras.losses.get(base)
 
@@ -100,6 +102,6 @@ class PenalizedLoss(keras.losses.Loss):
             "base": self.base,
             "form": self.form,
             "threshold": self.threshold,
-            "lam": self.lam,
+            "lam": float(keras.ops.convert_to_numpy(self.lam)),
             "extras": dict(self.extras),
         }

@@ -23,6 +23,7 @@ OVERRIDES, JOB_NUM = "hydra.overrides", "hydra.job_num"  # a multirun job's pare
 # A trial's params: what it tried (the searched values, in the user's units) ...
 FORM = "form"  # the penalty form
 THRESHOLD_OFFSET = "threshold_offset"  # searched; `threshold` is the value it gives
+TARGET_RATE = "target_rate"  # a target-rate trial's target; its lambda is learned, the metric `lam`
 SEARCHED = (
     FORM,
     "threshold",
@@ -30,10 +31,14 @@ SEARCHED = (
     *sorted({e for extras in PENALTY_FORMS.values() for e in extras}),
     "learning_rate",
 )
-# ... and what it was measured against (also `limit`, `base_loss`, `epochs`, `batch_size`).
-QUALITY = "quality"  # the name of the quality metric, e.g. "within_tolerance"
+# ... and what it was measured against (also `base_loss`, `epochs`, `batch_size`). Trials that
+# share these three are comparable: they can be on one front.
+DATA, LIMIT, QUALITY = "data", "limit", "quality"  # data set name, evaluation limit, quality metric name
 
-# Metric keys: every epoch's value is logged with the epoch as its step.
+# Metric keys: every epoch's value is logged with the epoch as its step. On a search's parent run,
+# with the number of finished trials as the step: the hypervolume of its own front, and of the
+# experiment's joint front (all comparable trials of every search in the experiment).
+HYPERVOLUME, JOINT_HYPERVOLUME = "hypervolume", "joint_hypervolume"
 EXCEEDANCE_RATE = "exceedance_rate"
 VAL_EXCEEDANCE_RATE = f"val_{EXCEEDANCE_RATE}"
 VAL_QUALITIES = tuple(f"val_{q}" for q in QUALITY_DIRECTIONS)

@@ -73,6 +73,22 @@ def hypervolume_2d(points: np.ndarray, reference: np.ndarray) -> float:
     return float(np.sum(widths * (reference[1] - points[:, 1])))
 
 
+def front_hypervolume(
+    quality: np.ndarray, exceedance_rate: np.ndarray, quality_direction: str, reference_quality: float
+) -> float:
+    """Area of the (quality, exceedance rate) plane that the trials dominate, bounded by the
+    reference point (`reference_quality`, exceedance rate 1): larger is a better front.
+
+    Example:
+        Two trials (quality 0.5, rate 0.5) and (0.8, 0.75) with reference (0, 1) dominate
+        0.5 * 0.5 + (0.8 - 0.5) * 0.25 = 0.325.
+    """
+    values = np.column_stack([quality, exceedance_rate])
+    directions = [quality_direction, "min"]
+    reference = to_minimization(np.array([[reference_quality, 1.0]]), directions)[0]
+    return hypervolume_2d(to_minimization(values, directions), reference)
+
+
 def front_mask(quality: np.ndarray, exceedance_rate: np.ndarray, quality_direction: str) -> np.ndarray:
     """Pareto mask over (quality in its direction, exceedance rate minimized)."""
     values = np.column_stack([quality, exceedance_rate])

@@ -37,6 +37,9 @@ class Rule:
         if self.min_quality is not None and not np.isfinite(self.min_quality):
             raise ConfigError(f"--min-quality: must be a finite number, got {self.min_quality}")
 
+    def is_set(self) -> bool:
+        return self.max_exceedance is not None or self.min_quality is not None or self.knee
+
     def describe(self) -> str:
         if self.max_exceedance is not None:
             return f"best quality with exceedance rate <= {self.max_exceedance:g}"
@@ -56,6 +59,7 @@ class PickResult:
     picked_index: int
     on_front: np.ndarray
     tracking_uri: str = ""
+    rule: Rule | None = None
 
 
 def _choose(rule: Rule, quality: np.ndarray, exceedance: np.ndarray, direction: str) -> int | None:
@@ -116,7 +120,10 @@ def export_config(search_config: str, picked: pareto.FinishedTrial, path: Path) 
         )
     penalty["forms"] = [params[names.FORM]]
     for name in (names.THRESHOLD_OFFSET, "lam", *extra_hyperparameters(penalty["forms"])):
-        penalty[name] = {"low": float(params[name]), "high": float(params[name])}
+        if name in params:  # a target-rate trial has no lam: it learns one
+            penalty[name] = {"low": float(params[name]), "high": float(params[name])}
+    if names.TARGET_RATE in params:
+        penalty[names.TARGET_RATE] = float(params[names.TARGET_RATE])
     rate = float(params["learning_rate"])
     # A trial trains with seed search.seed + trial id; the single retrained trial has id 0.
     seed = int(config["search"]["seed"]) + int(picked.trial_id)
@@ -127,6 +134,20 @@ def export_config(search_config: str, picked: pareto.FinishedTrial, path: Path) 
     header = f"# Trial {picked.trial_id} (MLflow run {picked.run_id}), picked from its Pareto front.\n"
     path.write_text(header + yaml.safe_dump({"defaults": ["base_config", "_self_"], **config}, sort_keys=False))
     return path
+
+
+def default_rule(search_configs: list[str]) -> Rule:
+    """The rule of searches that capped the exceedance rate (`search.max_exceedance=E`): best
+    quality with exceedance rate <= E.
+
+    Raises:
+        ConfigError: when the searches set no cap, or different ones.
+    """
+    caps = {(yaml.safe_load(text).get("search") or {}).get("max_exceedance") for text in search_configs} - {None}
+    if len(caps) == 1:
+        return Rule(max_exceedance=float(caps.pop()))
+    why = f"its searches set different search.max_exceedance {sorted(caps)}" if caps else "its searches set no cap"
+    raise ConfigError(f"give a rule: --max-exceedance E, --min-quality Q or --knee ({why})")
 
 
 def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Path) -> tuple[PickResult, Path, Path]:
@@ -146,7 +167,11 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
             f"experiment {experiment!r} does not exist at {redact(uri)}; run a sweep with name={experiment}"
         )
     trials = store.finished_trials(experiment_id)
+    if not rule.is_set() and trials:
+        rule = default_rule([store.run_config(parent) for parent in sorted({parent for _, parent in trials})])
+        rule.check()
     result = pick([trial for trial, _ in trials], rule)
+    result.rule = rule
     records = result.records
     figure = plots.pareto_front(
         np.array([r.quality for r in records]),

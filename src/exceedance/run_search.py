@@ -188,7 +188,8 @@ def _search(
     config: Config, key: str, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
 ) -> SearchResult:
     from exceedance.fitting import use_threads
-    from exceedance.search import ExceedanceHyperModel, make_oracle
+    from exceedance.oracles import make_oracle
+    from exceedance.search import ExceedanceHyperModel
     from exceedance.trial import ExceedanceTuner, failure_hint
 
     use_threads(config.search)

@@ -1,12 +1,9 @@
-"""The search space (a keras-tuner HyperModel) and the oracle that explores it.
-
-The HyperModel only declares hyperparameters and builds a compiled model from them; running
-trials and tracking them is `trial.ExceedanceTuner`'s job.
+"""The search space: a keras-tuner HyperModel that declares the hyperparameters and builds a
+compiled model from them. Exploring the space is the oracles' job (`oracles`), running and
+recording trials the tuner's (`trial`).
 """
 
 from __future__ import annotations
-
-import math
 
 import keras
 import keras_tuner as kt
@@ -16,8 +13,9 @@ from hydra.utils import get_method
 from exceedance.config import PENALTY_FORMS, Config, Range, extra_hyperparameters
 from exceedance.data import TargetScale
 from exceedance.losses import PenalizedLoss
-from exceedance.metrics import training_metrics
-from exceedance.names import FORM, THRESHOLD_OFFSET
+from exceedance.metrics import ExceedanceRate, training_metrics
+from exceedance.names import FORM, TARGET_RATE, THRESHOLD_OFFSET
+from exceedance.target_rate import DualAscent
 
 
 def _grid(r: Range, points: int, log: bool) -> list[float]:
@@ -73,8 +71,12 @@ class ExceedanceHyperModel(kt.HyperModel):
             FORM: hp.Choice(FORM, list(penalty.forms)),
             THRESHOLD_OFFSET: offset,
             "threshold": self.threshold(offset),
-            "lam": self._value(hp, "lam", penalty.lam, log=penalty.lam.low > 0),
         }
+        target = self._target_rate(hp)
+        if target is None:
+            params["lam"] = self._value(hp, "lam", penalty.lam, log=penalty.lam.low > 0)
+        else:  # lambda is learned during training (target_rate.py)
+            params[TARGET_RATE] = target
         for extra in extra_hyperparameters(penalty.forms):
             using = [form for form in penalty.forms if extra in PENALTY_FORMS[form]]
             with hp.conditional_scope(FORM, using):
@@ -83,6 +85,15 @@ class ExceedanceHyperModel(kt.HyperModel):
                 params[extra] = value
         params["learning_rate"] = self._value(hp, "learning_rate", self.config.search.learning_rate, log=True)
         return params
+
+    def _target_rate(self, hp: kt.HyperParameters) -> float | None:
+        """The trial's target exceedance rate, when lambda is learned rather than searched."""
+        search, penalty = self.config.search, self.config.penalty
+        if search.oracle == "frontier":  # one trial per target; 1.0 is the unpenalized first trial
+            return hp.Choice(TARGET_RATE, [1.0, *sorted(search.target_rates, reverse=True)], ordered=False)
+        if penalty.target_rate is not None:
+            return hp.Fixed(TARGET_RATE, float(penalty.target_rate))
+        return None
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         params = self.trial_params(hp)
@@ -96,92 +107,30 @@ class ExceedanceHyperModel(kt.HyperModel):
             output_activation=model_cfg.output_activation,
             **dict(model_cfg.options),
         )
-        form = str(params[FORM])
+        form, penalty = str(params[FORM]), self.config.penalty
         loss = PenalizedLoss(
-            self.config.penalty.base_loss,
+            penalty.base_loss,
             form,
             self.model_limit + float(params[THRESHOLD_OFFSET]),
-            float(params["lam"]),
+            float(params.get("lam", 0.0)),  # a learned lambda starts at 0: unpenalized
             {extra: float(params[extra]) for extra in PENALTY_FORMS[form]},
         )
         data = self.config.data
+        metrics = training_metrics(loss, self.model_limit, data.quality, data.tolerance, self.target.scale)
         model.compile(
             optimizer=keras.optimizers.Adam(float(params["learning_rate"])),
             loss=loss,
-            metrics=training_metrics(loss, self.model_limit, data.quality, data.tolerance, self.target.scale),
+            metrics=metrics,
             jit_compile=self.config.search.jit_compile,
         )
+        if TARGET_RATE in params:
+            rate = next(m for m in metrics if isinstance(m, ExceedanceRate))
+            model.dual_ascent = DualAscent(
+                loss.lam,
+                rate,
+                float(params[TARGET_RATE]),
+                penalty.dual_lr,
+                self.model_limit,
+                seed=self.config.data.seed,
+            )
         return model
-
-
-class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
-    """keras-tuner's grid oracle, made resumable.
-
-    Its saved state leaves out the order in which it walks the grid, so after a reload the
-    next `create_trial` fails with a `KeyError` on a trial id it no longer knows. This saves
-    that order and the queue of trials waiting for a successor, and restores both.
-    """
-
-    def get_state(self) -> dict:
-        order = self._ordered_ids
-        return {
-            **super().get_state(),
-            "grid_order": {
-                "memory": list(order._memory),
-                "next": [[k, v] for k, v in order._next_index.items()],
-                "last": order._last_index,
-            },
-            "grid_populate_next": list(self._populate_next),
-        }
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        if "grid_order" not in state:
-            return
-        order, saved = self._ordered_ids, state["grid_order"]
-        order._memory = list(saved["memory"])
-        order._data_to_index = {data: i for i, data in enumerate(order._memory)}
-        order._next_index.clear()
-        order._next_index.update({k: v for k, v in saved["next"]})
-        order._last_index = saved["last"]
-        self._populate_next = list(state["grid_populate_next"])
-
-
-def objective(config: Config) -> kt.Objective:
-    """The validation quality metric, in its direction."""
-    return kt.Objective(f"val_{config.data.quality}", direction=config.quality_direction)
-
-
-def _hyperband(config: Config, **common) -> kt.Oracle:
-    # Hyperband decides how many trials to run from the epoch budget, not from max_trials.
-    search = config.search
-    iterations = max(1, math.ceil(search.max_trials / max(1, search.epochs)))
-    return kt.oracles.HyperbandOracle(max_epochs=search.epochs, factor=3, hyperband_iterations=iterations, **common)
-
-
-# Oracle name -> (config, keras-tuner's common oracle arguments) -> the oracle. `config.ORACLES`
-# lists the same names.
-ORACLES = {
-    "random": lambda config, **common: kt.oracles.RandomSearchOracle(max_trials=config.search.max_trials, **common),
-    "bayesian": lambda config, **common: kt.oracles.BayesianOptimizationOracle(
-        max_trials=config.search.max_trials, **common
-    ),
-    "grid": lambda config, **common: ResumableGridSearchOracle(max_trials=config.search.max_trials, **common),
-    "hyperband": _hyperband,
-}
-
-
-def make_oracle(config: Config) -> kt.Oracle:
-    """The keras-tuner oracle named by `search.oracle` (a name in `ORACLES`)."""
-    search = config.search
-    if search.oracle not in ORACLES:
-        raise ValueError(f"unknown oracle {search.oracle!r}; allowed: {', '.join(ORACLES)}")
-    return ORACLES[search.oracle](
-        config,
-        objective=objective(config),
-        # keras-tuner replaces a falsy seed (our default 0) with a random one: shift by one so
-        # every seed, 0 included, gives the same proposals on every run.
-        seed=search.seed + 1,
-        # One above ours: the tuner stops first, with a clear message and the run recorded.
-        max_consecutive_failed_trials=search.max_consecutive_failures + 1,
-    )

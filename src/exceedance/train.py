@@ -52,9 +52,10 @@ def require_fixed(config: Config) -> None:
         )
     searched: dict[str, Range] = {
         "penalty.threshold_offset": config.penalty.threshold_offset,
-        "penalty.lam": config.penalty.lam,
         "search.learning_rate": config.search.learning_rate,
     }
+    if config.penalty.target_rate is None:  # else lambda is learned, not searched
+        searched["penalty.lam"] = config.penalty.lam
     for extra in PENALTY_FORMS.get(forms[0], ()):
         searched[f"penalty.{extra}"] = getattr(config.penalty, extra)
     for name, r in searched.items():
@@ -107,7 +108,7 @@ def for_serving(model, dataset: data_module.Dataset, hypermodel):
     shipped = keras.Model(inputs, outputs, name=f"{model.name}_standardized")
     trained = model.loss
     loss = PenalizedLoss(
-        trained.base, trained.form, hypermodel.threshold(hypermodel.offset), trained.lam, trained.extras
+        trained.base, trained.form, hypermodel.threshold(hypermodel.offset), trained.get_config()["lam"], trained.extras
     )
     data = hypermodel.config.data
     metrics = training_metrics(loss, data.limit, data.quality, data.tolerance * target.scale)
@@ -147,6 +148,7 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
 
     from exceedance.fitting import fit, use_threads
     from exceedance.search import ExceedanceHyperModel
+    from exceedance.target_rate import training_rows
 
     use_threads(config.search)
     experiment = Experiment(uri, config.name)
@@ -158,13 +160,15 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
         x = np.concatenate([dataset.x_train, dataset.x_val])
         y = np.concatenate([dataset.y_train, dataset.y_val])
         report(f"training on {len(x)} rows (train+val) for {config.search.epochs} epochs")
+        x_fit, y_fit, control = training_rows(model, x, y, config.penalty.dual_rows)
         fitted = fit(
             model,
-            x,
-            y,
+            x_fit,
+            y_fit,
             epochs=config.search.epochs,
             batch_size=config.search.batch_size,
             on_epoch=lambda metrics, step: experiment.log_metrics(run_id, metrics, step),
+            callbacks=control,
         )
         if fitted.diverged:
             raise ConfigError(f"{fitted.diverged}; lower search.learning_rate or penalty.lam and train again")

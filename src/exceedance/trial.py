@@ -25,6 +25,7 @@ from exceedance.errors import SearchStopped
 from exceedance.metrics import evaluate_eagerly, training_metrics
 from exceedance.recording.events import FAILED, FINISHED, EpochEnded, Event, TrialEnded, TrialPredictions, TrialStarted
 from exceedance.search import ExceedanceHyperModel
+from exceedance.target_rate import training_rows
 
 
 def _save_json_whole(path: str, obj) -> str:
@@ -74,8 +75,9 @@ class Progress:
         """Report a trial (`scores` when it finished, `reason` when it failed); raise
         `SearchStopped` at the `limit`-th failure in a row."""
         seconds = time.perf_counter() - self._started.pop(trial_id)
+        shown = (*names.SEARCHED[1:-1], names.TARGET_RATE)  # all but the form and the learning rate
         text = f"trial {trial_id}: {params[names.FORM]:<13} " + " ".join(
-            f"{name}={params[name]:.3g}" for name in names.SEARCHED[1:] if name in params and name != "learning_rate"
+            f"{name}={params[name]:.3g}" for name in shown if name in params
         )
         if scores is None:
             self.report(f"{text}  FAILED ({reason})  {seconds:.1f}s")
@@ -160,7 +162,8 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         self.progress.started(trial.trial_id)
         data, search = self.config.data, self.config.search
         measured = {
-            "limit": data.limit,
+            names.DATA: data.name,
+            names.LIMIT: data.limit,
             names.QUALITY: data.quality,
             "base_loss": self.config.penalty.base_loss,
             "epochs": self._epochs(trial),
@@ -172,15 +175,16 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         trial_id = trial.trial_id
         keras.utils.set_random_seed(self.config.search.seed + int(trial_id))
         model = self.hypermodel.build(trial.hyperparameters)
+        x, y, control = training_rows(model, dataset.x_train, dataset.y_train, self.config.penalty.dual_rows)
         fitted = fitting.fit(
             model,
-            dataset.x_train,
-            dataset.y_train,
+            x,
+            y,
             validation=(dataset.x_val, dataset.y_val),
             epochs=self._epochs(trial),
             batch_size=self.config.search.batch_size,
             on_epoch=lambda metrics, step: self._send(EpochEnded(trial_id, step, metrics)),
-            callbacks=self.callbacks,
+            callbacks=[*control, *self.callbacks],
         )
         if fitted.diverged:
             raise kt.errors.FailedTrialError(fitted.diverged)

@@ -19,7 +19,8 @@ COMMAND = "exceedance-pick"
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=COMMAND, description=__doc__)
     p.add_argument("experiment", help="MLflow experiment name (the sweep's `name`)")
-    rule = p.add_mutually_exclusive_group(required=True)
+    # No rule: the cap the experiment's searches set (search.max_exceedance), if they all set one.
+    rule = p.add_mutually_exclusive_group()
     rule.add_argument("--max-exceedance", type=float, metavar="E", help="best quality with exceedance rate <= E")
     rule.add_argument("--min-quality", type=float, metavar="Q", help="least exceedance with quality >= Q")
     rule.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     result, png, exported = exit_on_user_error(COMMAND, _pick, tracking, args, rule)
     print(
         f"Pareto front of {args.experiment!r} ({len(result.records)} finished trials; quality = "
-        f"validation {result.quality_name}); * = picked by rule: {rule.describe()}"
+        f"validation {result.quality_name}); * = picked by rule: {result.rule.describe()}"
     )
     print(format_table(result))
     print(f"\nPlot: {png}\nConfig: {exported}\nRetrain and register it: {next_command(exported, result.tracking_uri)}")

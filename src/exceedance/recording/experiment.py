@@ -88,9 +88,10 @@ class _Retrying:
 
 
 @contextmanager
-def _store_lock(uri: str):
-    """Serialize opening a SQLite store across processes: MLflow creates and migrates the schema
-    on first open, and two jobs doing that at once on a brand-new file corrupt each other."""
+def store_lock(uri: str):
+    """Serialize work on a SQLite store across processes: opening it (MLflow creates and migrates
+    the schema on first open, and two jobs doing that at once on a brand-new file corrupt each
+    other), and moving the joint front's tags. Other stores: no lock."""
     if not uri.startswith("sqlite:///"):
         yield
         return
@@ -113,7 +114,7 @@ MIGRATION_RACE = ("_alembic_tmp", "already exists", "no such table", "database i
 def _open_client(uri: str, attempts: int = 6):
     """An `MlflowClient` on `uri`, which MLflow opens (creating or migrating the schema) at once.
 
-    Our own processes take turns through `_store_lock`; another MLflow process (`mlflow ui`, a
+    Our own processes take turns through `store_lock`; another MLflow process (`mlflow ui`, a
     notebook, a test's client) does not. When it migrates the store at the same moment, wait
     until its migration is done (`stores.check_store` waits while the schema keeps changing) and
     open again; a store that is really unusable then fails the check with one line.
@@ -146,7 +147,7 @@ class Experiment:
         # our output, and the URI may carry credentials.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = uri
-        with _store_lock(uri):
+        with store_lock(uri):
             self.client = _Retrying(_open_client(uri))
             found = self.client.get_experiment_by_name(name)
             self.experiment_id = found.experiment_id if found else self._create_experiment(name)
@@ -187,13 +188,16 @@ class Experiment:
             self.client.log_text(run_id, config_yaml, names.CONFIG_FILE)
         return run_id
 
-    def finished_trials(self, parent_id: str) -> list[FinishedTrial]:
-        """Every finished trial of a search with its final validation quality and exceedance."""
+    def finished_trials(self, parent_id: str | None = None) -> list[tuple[FinishedTrial, dict[str, str]]]:
+        """Every finished trial of a search (or, without `parent_id`, of the experiment) with its
+        final validation quality and exceedance rate, and its tags."""
+        where = f" and tags.`{names.PARENT}` = '{parent_id}'" if parent_id else ""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{names.PARENT}` = '{parent_id}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{names.ROLE}` = '{names.TRIAL}' and attributes.status = 'FINISHED'{where}",
+            max_results=50_000,
         )
-        return [_finished_trial(run) for run in runs]
+        return [(_finished_trial(run), dict(run.data.tags)) for run in runs]
 
     def close_orphans(self, parent_id: str) -> int:
         """Mark trial runs left RUNNING by a killed process as KILLED; return how many."""

@@ -1,7 +1,9 @@
 """The recording side of one search: turns the trial loop's events into MLflow runs.
 
 Owns everything MLflow-shaped about a search: its parent run, trial id -> run id, when a
-trial's curves are sent (batching), and the Pareto front on the parent. Runs in the recording
+trial's curves are sent (batching), and the fronts: the search's own (its table, figure and
+hypervolume on the parent) and the experiment's joint front over the comparable trials of every
+search in the experiment (the `pareto` tags, and its hypervolume). Runs in the recording
 process (see `process`), never in the training process: it imports MLflow and matplotlib, which
 the training process does without. Testable without TensorFlow: feed it events.
 """
@@ -26,10 +28,11 @@ from exceedance.recording.events import (
     TrialPredictions,
     TrialStarted,
 )
-from exceedance.recording.experiment import Experiment
+from exceedance.recording.experiment import Experiment, store_lock
 
-# The parent's front (table and tags) is refreshed every this many finished trials, so a long
-# search shows it as it goes, and once more when the search ends (with its figure).
+# The fronts (the parent's table, the joint front's tags) are refreshed every this many finished
+# trials, so a long search shows them as it goes, and once more when the search ends (with the
+# figure). The search's own hypervolume is logged after every finished trial.
 FRONT_EVERY = 10
 # A trial's curves go to MLflow in one batch when it ends, or sooner once this many seconds have
 # passed since its last batch: few transactions per short trial, live curves for long ones.
@@ -62,8 +65,14 @@ class SearchRecording:
         self._runs: dict[str, str] = {}  # trial id -> its run, while the run is open
         self._to_draw: dict[str, str] = {}  # trial id -> the run of a finished trial, until its picture
         self._unsent: dict[str, _Unsent] = {}
-        self._on_front: dict[str, bool] = {}
-        self._finished = 0
+        # Every finished trial of this search (a resumed one's too): run id -> (quality, exceedance rate).
+        self._scores = {
+            t.run_id: (t.quality, t.exceedance_rate) for t, _ in self.experiment.finished_trials(self.parent_id)
+        }
+        self._last_val: dict[str, tuple[float, float]] = {}  # trial id -> its latest validation scores
+        data = self.config.data
+        self._keys = (names.val_quality(data.quality), names.VAL_EXCEEDANCE_RATE)
+        self._comparable = {names.DATA: data.name, names.QUALITY: data.quality, names.LIMIT: data.limit}
         self._ended = False
 
     def handle(self, event: Event) -> SearchSummary | None:
@@ -73,6 +82,8 @@ class SearchRecording:
                 self._runs[trial_id] = self.experiment.start_trial(self.parent_id, trial_id, params)
                 self._unsent[trial_id] = _Unsent()
             case EpochEnded(trial_id, step, metrics):
+                if self._keys[0] in metrics:
+                    self._last_val[trial_id] = (metrics[self._keys[0]], metrics.get(self._keys[1], float("nan")))
                 unsent = self._unsent[trial_id]
                 unsent.metrics += [(k, v, step) for k, v in metrics.items()]
                 if time.monotonic() - unsent.since >= SEND_EVERY_S:
@@ -102,22 +113,44 @@ class SearchRecording:
         del self._unsent[trial_id]
         run_id = self._runs.pop(trial_id)
         self.experiment.end_run(run_id, ended.status)
+        scores = self._last_val.pop(trial_id, None)
         if ended.status != FINISHED:
             return
         self._to_draw[trial_id] = run_id
-        self._finished += 1
-        if self._finished % FRONT_EVERY == 0:
+        self._scores[run_id] = scores or (float("nan"), float("nan"))
+        quality, exceedance = (np.array(v) for v in zip(*self._scores.values(), strict=True))
+        area = pareto.front_hypervolume(
+            quality, exceedance, self.config.quality_direction, self.config.reference_quality
+        )
+        self.experiment.log_metrics(self.parent_id, {names.HYPERVOLUME: area}, step=len(self._scores))
+        if len(self._scores) % FRONT_EVERY == 0:
             self.publish_front(plot=False)
 
     def publish_front(self, plot: bool = True) -> list[dict]:
-        """Recompute the Pareto front over finished trials; refresh its table, tags and (with
-        `plot`) its figure. Returns every finished trial as a table row, front first."""
-        trials = self.experiment.finished_trials(self.parent_id)
+        """Refresh the search's front (its table and, with `plot`, its figure on the parent) and the
+        experiment's joint front (the `pareto` tags and its hypervolume). Returns every finished
+        trial of the search as a table row, its own front first."""
+        direction = self.config.quality_direction
+        with store_lock(self.experiment.uri):  # one search at a time moves the joint front's tags
+            everything = self.experiment.finished_trials()
+            joint = [(t, tags) for t, tags in everything if self._is_comparable(t)]
+            if joint:
+                quality = np.array([t.quality for t, _ in joint])
+                exceedance = np.array([t.exceedance_rate for t, _ in joint])
+                mask = pareto.front_mask(quality, exceedance, direction)
+                changed = {
+                    t.run_id: {names.ON_FRONT: str(m).lower()}
+                    for (t, tags), m in zip(joint, mask, strict=True)
+                    if tags.get(names.ON_FRONT) != str(m).lower()
+                }
+                self.experiment.set_tags(changed)
+                area = pareto.front_hypervolume(quality, exceedance, direction, self.config.reference_quality)
+                self.experiment.log_metrics(self.parent_id, {names.JOINT_HYPERVOLUME: area}, step=len(joint))
+        trials = [t for t, tags in everything if tags.get(names.PARENT) == self.parent_id]
         if not trials:
             return []
         quality = np.array([t.quality for t in trials])
         exceedance = np.array([t.exceedance_rate for t in trials])
-        direction = self.config.quality_direction
         mask = pareto.front_mask(quality, exceedance, direction)
         rows = pareto.table(trials, mask, names.SEARCHED, direction)
         self.experiment.log_table(self.parent_id, rows, names.FRONT_TABLE)
@@ -125,20 +158,23 @@ class SearchRecording:
             forms = [t.params.get(names.FORM, "") for t in trials]
             figure = plots.pareto_front(quality, exceedance, forms, mask, self.config.data.quality)
             self.experiment.log_figure(self.parent_id, figure, names.FRONT_FIGURE)
-        changed = {
-            t.run_id: {names.ON_FRONT: str(m).lower()}
-            for t, m in zip(trials, mask, strict=True)
-            if self._on_front.get(t.run_id) != m
-        }
-        self.experiment.set_tags(changed)
-        self._on_front.update({t.run_id: bool(m) for t, m in zip(trials, mask, strict=True)})
         return rows
+
+    def _is_comparable(self, trial: pareto.FinishedTrial) -> bool:
+        """Whether a trial of the experiment was measured like this search's: same data set, quality
+        metric and limit (a sweep over limits or data sets puts incomparable trials in one experiment)."""
+        params = trial.params
+        try:
+            same_limit = float(params.get(names.LIMIT, "nan")) == self._comparable[names.LIMIT]
+        except ValueError:
+            return False
+        return same_limit and all(params.get(k) == self._comparable[k] for k in (names.DATA, names.QUALITY))
 
     def _end_search(self, status: str) -> SearchSummary:
         """End the search: its final front (with the figure) when it finished, then its status,
         which a trial cut short (Ctrl-C) shares."""
         rows = self.publish_front() if status == FINISHED else []
-        finished = len(self.experiment.finished_trials(self.parent_id))
+        finished = len(self._scores)
         if status == FINISHED and finished == 0:
             status = "FAILED"  # a search in which no trial finished has no front to show
         self._end(status)
