@@ -226,6 +226,7 @@ def test_without_a_rule_the_pick_uses_the_searches_cap_or_asks_for_one(tmp_path,
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "mlruns").mkdir()
     fill(uri)  # searches without search.max_exceedance
+    capsys.readouterr()  # MLflow's own lines from making the store
     with pytest.raises(SystemExit) as exit_info:
         main(["known", "--tracking-uri", uri, "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
@@ -234,6 +235,7 @@ def test_without_a_rule_the_pick_uses_the_searches_cap_or_asks_for_one(tmp_path,
         "exceedance-pick: error: give a rule: --max-exceedance E, --min-quality Q or --knee (its searches set no cap)"
     ]
     fill(uri, "capped", ["search.max_exceedance=0.05"])
+    capsys.readouterr()
     main(["capped", "--tracking-uri", uri, "--out", str(tmp_path / "capped")])
     out = capsys.readouterr().out
     assert "picked by rule: best quality with exceedance rate <= 0.05" in out
