@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from conftest import TINY
+from exceedance.pareto import front_hypervolume, front_mask
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +42,10 @@ def test_two_parallel_jobs_land_in_one_experiment_tagged_with_their_overrides(tm
     assert len(trials) == 4 and all(t.info.status == "FINISHED" for t in trials)
     forms = {r.info.run_id: r.data.params["penalty.forms"] for r in parents}
     assert sorted(forms.values()) == ["['l1']", "['sigmoid_count']"]
+    # The pareto tags mark the experiment's joint front over both jobs' trials, not each job's own.
+    quality = np.array([t.data.metrics["val_within_tolerance"] for t in trials])
+    exceedance = np.array([t.data.metrics["val_exceedance_rate"] for t in trials])
+    joint = front_mask(quality, exceedance, "max")
+    assert [t.data.tags["pareto"] for t in trials] == [str(m).lower() for m in joint]
+    area = front_hypervolume(quality, exceedance, "max", 0.0)
+    assert max(p.data.metrics["joint_hypervolume"] for p in parents) == pytest.approx(area)

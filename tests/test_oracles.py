@@ -13,8 +13,8 @@ COMPLETED, FAILED = kt.engine.trial.TrialStatus.COMPLETED, kt.engine.trial.Trial
 
 
 def scores(values: dict) -> tuple[float, float]:
-    """A made-up trial result: more lambda, less exceedance and less quality."""
-    lam = values["lam"]
+    """A made-up trial result: more lambda (or a tighter target), less exceedance and less quality."""
+    lam = values["lam"] if "lam" in values else 1 - values["target_rate"]
     return 0.9 - 0.05 * lam, 0.3 / (1 + lam)
 
 
@@ -110,3 +110,13 @@ def test_the_frontier_measures_each_form_unpenalized_then_tries_each_target_belo
         oracle.end_trial(trial)
     # 0.3 is above the unpenalized rate of 0.25: met for free, not trained.
     assert planned == [("l1", 1.0), ("l1", 0.1), ("l1", 0.02), ("l2", 1.0), ("l2", 0.1), ("l2", 0.02)]
+
+
+def test_the_frontier_gives_the_same_plan_and_values_for_the_same_seed(tmp_path):
+    def plan(folder: str, seed: int) -> list[dict]:
+        oracle = oracle_for(tmp_path / folder, "search=frontier", f"search.seed={seed}")
+        return run_trials(oracle, 30)
+
+    first = plan("a", 0)
+    assert first == plan("b", 0)
+    assert [v["threshold_offset"] for v in first] != [v["threshold_offset"] for v in plan("c", 1)]
