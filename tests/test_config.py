@@ -71,6 +71,15 @@ BAD = [
     ("search.epochs=0", "search.epochs: must be >= 1, got 0"),
     ("search.oracle=annealing", "search.oracle: unknown value 'annealing'; allowed: random, bayesian"),
     ("data.name=mnist", "data.name: unknown value 'mnist'; allowed: synthetic"),
+    ("search.sampler=cmaes", "search.sampler: unknown value 'cmaes'; allowed: tpe, nsga2"),
+    ("search.max_exceedance=1.5", "search.max_exceedance: must be a rate in 0..1, got 1.5"),
+    ("search.target_rates=[0.1,0]", "search.target_rates: needs rates in (0, 1), got [0.1, 0.0]"),
+    ("search.reference_quality=nan", "search.reference_quality: must be a finite number, got nan"),
+    ("data.quality=mae", "search.reference_quality: is required with data.quality=mae: the worst mae"),
+    ("penalty.target_rate=0", "penalty.target_rate: must be a rate in (0, 1), got 0.0"),
+    ("penalty.target_rate=1.5", "penalty.target_rate: must be a rate in (0, 1), got 1.5"),
+    ("penalty.dual_lr=0", "penalty.dual_lr: must be > 0, got 0.0"),
+    ("penalty.dual_rows=0.5", "penalty.dual_rows: must be in [0, 0.5), got 0.5"),
 ]
 
 
