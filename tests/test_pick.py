@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,10 +17,14 @@ from mlflow.entities import Metric, Param
 
 from conftest import compose_config, free_port
 from exceedance.cli.pick import main
-from exceedance.config import TrackingConfig
+from exceedance.cli.train import compose_file
+from exceedance.config import TrackingConfig, validate
+from exceedance.pareto import FinishedTrial
+from exceedance.pick import export_config
 from exceedance.recording.experiment import Experiment
 from exceedance.recording.reader import open_trial_store
 from exceedance.stores import connect
+from exceedance.train import require_fixed
 
 QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
@@ -241,3 +246,18 @@ def test_without_a_rule_the_pick_uses_the_searches_cap_or_asks_for_one(tmp_path,
     assert "picked by rule: best quality with exceedance rate <= 0.05" in out
     expected = brute_force_pick(EXCEED <= 0.05, key=lambda i: (-QUALITY[i], EXCEED[i]))
     assert next(line.split()[1] for line in out.splitlines() if line.startswith(" * ")) == str(expected)
+
+
+@pytest.mark.parametrize(("target", "expected"), [("0.05", (0.05, None)), ("1.0", (None, 0.0))])
+def test_a_target_rate_trial_exports_its_target_and_the_unpenalized_one_lambda_0(tmp_path, target, expected):
+    config = dataclasses.asdict(compose_config(["search=frontier", "penalty=l2"]))
+    config.pop("tracking")
+    params = {"form": "l2", "threshold_offset": "-0.1", "learning_rate": "0.003", "target_rate": target}
+    trial = FinishedTrial("run", "3", params, 0.5, 0.05)
+    exported = yaml.safe_load(export_config(yaml.safe_dump(config), trial, tmp_path / "picked.yaml").read_text())
+    penalty = exported["penalty"]
+    assert (penalty["target_rate"], penalty["lam"]["low"] if expected[1] is not None else None) == expected
+    assert penalty["threshold_offset"] == {"low": -0.1, "high": -0.1}
+    fixed = compose_file(tmp_path / "picked.yaml", [])
+    validate(fixed)
+    require_fixed(fixed)  # exceedance-train takes it

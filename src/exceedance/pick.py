@@ -123,7 +123,12 @@ def export_config(search_config: str, picked: pareto.FinishedTrial, path: Path) 
         if name in params:  # a target-rate trial has no lam: it learns one
             penalty[name] = {"low": float(params[name]), "high": float(params[name])}
     if names.TARGET_RATE in params:
-        penalty[names.TARGET_RATE] = float(params[names.TARGET_RATE])
+        target = float(params[names.TARGET_RATE])
+        if target < 1:  # lambda learned for the target again
+            penalty[names.TARGET_RATE] = target
+        else:  # the frontier's unpenalized trial
+            penalty[names.TARGET_RATE] = None
+            penalty["lam"] = {"low": 0.0, "high": 0.0}
     rate = float(params["learning_rate"])
     # A trial trains with seed search.seed + trial id; the single retrained trial has id 0.
     seed = int(config["search"]["seed"]) + int(picked.trial_id)
