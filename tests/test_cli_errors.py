@@ -28,7 +28,13 @@ BAD = [
     ("search.max_trials=0", "search.max_trials: must be >= 1, got 0"),
     ("search.epochs=0", "search.epochs: must be >= 1, got 0"),
     ("search.intra_op_threads=-1", "search.intra_op_threads: must be >= 0 (0 = TensorFlow's default), got -1"),
-    ("search.max_trials=many", "search.max_trials"),
+    ("search.max_trials=many", "search.max_trials: Value 'many' of type 'str' could not be converted to Integer"),
+    ("search.max_exceedance=most", "search.max_exceedance: Value 'most' of type 'str' could not be converted to Float"),
+    (
+        "penalty.target_rate=0.05 penalty.threshold_offset.low=0.1",
+        "penalty.threshold_offset.low: must be <= 0 with a target rate",
+    ),
+    ("search=frontier penalty.threshold_offset.low=0.1", "penalty.threshold_offset.low: must be <= 0 with a target"),
     ("data=mnist", "Could not find 'data/mnist'"),
     ("data.name=mnist", "data.name: unknown value 'mnist'"),
     (

@@ -78,7 +78,8 @@ BAD = [
     ("data.quality=mae", "search.reference_quality: is required with data.quality=mae: the worst mae"),
     ("penalty.target_rate=0", "penalty.target_rate: must be a rate in (0, 1), got 0.0"),
     ("penalty.target_rate=1.5", "penalty.target_rate: must be a rate in (0, 1), got 1.5"),
-    ("penalty.dual_lr=0", "penalty.dual_lr: must be > 0, got 0.0"),
+    ("penalty.dual_lr=0", "penalty.dual_lr: must be a finite number > 0, got 0.0"),
+    ("penalty.dual_lr=inf", "penalty.dual_lr: must be a finite number > 0, got inf"),
     ("penalty.dual_rows=0.5", "penalty.dual_rows: must be in [0, 0.5), got 0.5"),
 ]
 

@@ -322,11 +322,17 @@ def validate(config: Config) -> None:
             "penalty.lam.low",
             "must be > 0 when lambda is searched (log scale); set low == high to fix it at 0",
         )
-    if penalty.target_rate is not None:
+    if penalty.target_rate is not None or search.oracle == "frontier":
+        rate = penalty.target_rate
+        _require(rate is None or 0 < rate < 1, "penalty.target_rate", f"must be a rate in (0, 1), got {rate}")
         _require(
-            0 < penalty.target_rate < 1, "penalty.target_rate", f"must be a rate in (0, 1), got {penalty.target_rate}"
+            penalty.threshold_offset.low <= 0,
+            "penalty.threshold_offset.low",
+            "must be <= 0 with a target rate (a penalty that starts above the limit cannot push predictions "
+            f"below it; offsets above 0 are left out of the search), got {penalty.threshold_offset.low}",
         )
-    _require(penalty.dual_lr > 0, "penalty.dual_lr", f"must be > 0, got {penalty.dual_lr}")
+    dual_lr = penalty.dual_lr
+    _require(math.isfinite(dual_lr) and dual_lr > 0, "penalty.dual_lr", f"must be a finite number > 0, got {dual_lr}")
     _require(0 <= penalty.dual_rows < 0.5, "penalty.dual_rows", f"must be in [0, 0.5), got {penalty.dual_rows}")
     for extra in extra_hyperparameters(penalty.forms):
         _range(getattr(penalty, extra), f"penalty.{extra}", positive=True)

@@ -66,7 +66,10 @@ class ExceedanceHyperModel(kt.HyperModel):
         """Declare the trial's hyperparameters and return their values, with the training
         threshold they give in the user's units (`threshold`) and only the extras of its form."""
         penalty = self.config.penalty
-        offset = self._value(hp, THRESHOLD_OFFSET, penalty.threshold_offset, log=False)
+        offsets = penalty.threshold_offset
+        if penalty.target_rate is not None:  # a penalty above the limit cannot meet a target
+            offsets = Range(offsets.low, min(offsets.high, 0.0))
+        offset = self._value(hp, THRESHOLD_OFFSET, offsets, log=False)
         params: dict[str, float | str] = {
             FORM: hp.Choice(FORM, list(penalty.forms)),
             THRESHOLD_OFFSET: offset,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import HydraException
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from exceedance.errors import ConfigError, SearchStopped, redact
 
@@ -42,6 +42,10 @@ def one_line(error: BaseException) -> str:
     if isinstance(error, MissingMandatoryValue) and error.full_key:
         key = error.full_key
         return f"{key}: is required: {REQUIRED.get(key, f'set it, e.g. {key}=...')}"
+    cause = error.__cause__
+    if isinstance(error, HydraException) and isinstance(cause, ValidationError) and cause.full_key:
+        # "Error merging override search.max_trials=abc" alone does not say what is wrong with it.
+        return redact(f"{cause.full_key}: {str(cause).splitlines()[0].strip()}")
     parts = [line.strip() for line in str(error).splitlines() if line.strip()]
     return redact("; ".join(parts))
 
