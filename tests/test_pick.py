@@ -30,10 +30,11 @@ QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
 
 
-def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = ()) -> None:
-    """Experiment `name`: one search of seven finished trials and one failed trial."""
+def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = (), limit: float | None = None) -> None:
+    """Experiment `name`: one search of seven finished trials and one failed trial (measured
+    against `limit`, when given)."""
     experiment = Experiment(uri, name)
-    parent = experiment.start_search("known-key", compose_config(list(overrides)), {})
+    parent = experiment.start_search(f"known-key-{limit}", compose_config(list(overrides)), {})
     client = MlflowClient(uri)
     for i, (q, e) in enumerate(zip(QUALITY, EXCEED, strict=True)):
         run_id = experiment.start_trial(
@@ -46,6 +47,7 @@ def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = ()) -> None
                 "lam": 1.0,
                 "learning_rate": 0.003,
                 "quality": "within_tolerance",
+                **({"limit": limit} if limit is not None else {}),
             },
         )
         client.log_batch(
@@ -261,3 +263,27 @@ def test_a_target_rate_trial_exports_its_target_and_the_unpenalized_one_lambda_0
     fixed = compose_file(tmp_path / "picked.yaml", [])
     validate(fixed)
     require_fixed(fixed)  # exceedance-train takes it
+
+
+def test_trials_of_different_limits_are_never_compared(tmp_path, capsys):
+    """A sweep over limits puts several in one experiment: the pick asks which one."""
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "mlruns").mkdir()
+    fill(uri, "limits", limit=0.8)
+    fill(uri, "limits", limit=1.0)
+    capsys.readouterr()
+    for args, message in (
+        (
+            [],
+            "trials of 'limits' are measured against different limits (0.8, 1); "
+            "pick among the trials of one with --limit L",
+        ),
+        (["--limit", "2"], "--limit: no finished trial of 'limits' has limit 2; its limits: 0.8, 1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["limits", "--knee", "--tracking-uri", uri, "--out", str(tmp_path / "out"), *args])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"exceedance-pick: error: {message}"]
+    main(["limits", "--knee", "--limit", "0.8", "--tracking-uri", uri, "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "(7 finished trials;" in out, "only the trials of limit 0.8"

@@ -155,8 +155,44 @@ def default_rule(search_configs: list[str]) -> Rule:
     raise ConfigError(f"give a rule: --max-exceedance E, --min-quality Q or --knee ({why})")
 
 
-def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Path) -> tuple[PickResult, Path, Path]:
+def _limit(trial: pareto.FinishedTrial) -> float | None:
+    try:
+        return float(trial.params[names.LIMIT])
+    except (KeyError, ValueError):
+        return None  # recorded by an older version
+
+
+def same_limit(trials: list, experiment: str, limit: float | None) -> list:
+    """The `(trial, parent)` pairs measured against one evaluation limit: `limit`, or the only one.
+
+    Exceedance against different limits is not comparable, and a sweep over limits puts them in
+    one experiment.
+
+    Raises:
+        ConfigError: when the trials have several limits and none is given, or none has `limit`.
+    """
+    limits = sorted({_limit(t) for t, _ in trials} - {None})
+    shown = ", ".join(f"{value:g}" for value in limits)
+    if limit is not None:
+        kept = [(t, parent) for t, parent in trials if _limit(t) == limit]
+        if not kept:
+            raise ConfigError(f"--limit: no finished trial of {experiment!r} has limit {limit:g}; its limits: {shown}")
+        return kept
+    if len(limits) > 1:
+        raise ConfigError(
+            f"trials of {experiment!r} are measured against different limits ({shown}); "
+            "pick among the trials of one with --limit L"
+        )
+    return trials
+
+
+def run_pick(
+    tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Path, limit: float | None = None
+) -> tuple[PickResult, Path, Path]:
     """Pick, tag the picked run `picked=true`, and write the front plot and the exported config.
+
+    Args:
+        limit: pick among the trials of this evaluation limit (needed when they have several).
 
     Returns:
         The result, the PNG path and the exported config path.
@@ -171,7 +207,7 @@ def run_pick(tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Pat
         raise ConfigError(
             f"experiment {experiment!r} does not exist at {redact(uri)}; run a sweep with name={experiment}"
         )
-    trials = store.finished_trials(experiment_id)
+    trials = same_limit(store.finished_trials(experiment_id), experiment, limit)
     if not rule.is_set() and trials:
         rule = default_rule([store.run_config(parent) for parent in sorted({parent for _, parent in trials})])
         rule.check()

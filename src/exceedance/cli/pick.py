@@ -24,6 +24,9 @@ def parser() -> argparse.ArgumentParser:
     rule.add_argument("--max-exceedance", type=float, metavar="E", help="best quality with exceedance rate <= E")
     rule.add_argument("--min-quality", type=float, metavar="Q", help="least exceedance with quality >= Q")
     rule.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    p.add_argument(
+        "--limit", type=float, default=None, help="pick among trials of this evaluation limit (a sweep over limits)"
+    )
     p.add_argument("--tracking-uri", default="", help="default: MLFLOW_TRACKING_URI, else sqlite under ./mlruns")
     p.add_argument(
         "--out",
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _pick(tracking: TrackingConfig, args: argparse.Namespace, rule: Rule):
     out = args.out or Path("mlruns") / "picks" / safe_name(args.experiment, "experiment")
-    return run_pick(tracking, args.experiment, rule, out)
+    return run_pick(tracking, args.experiment, rule, out, args.limit)
 
 
 def next_command(exported: Path, uri: str) -> str:
