@@ -9,8 +9,9 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONF_DIR, compose_config
-from exceedance.config import ConfigError, Range, validate
+from exceedance.config import ConfigError, Range
 from exceedance.run_search import search_key
+from exceedance.validation import validate
 
 GROUPS = ["data", "model", "penalty", "search", "tracking"]
 OPTIONS = [(g, p.name[:-5]) for g in GROUPS for p in sorted((CONF_DIR / g).iterdir()) if p.name.endswith(".yaml")]

@@ -18,13 +18,14 @@ from mlflow.entities import Metric, Param
 from conftest import compose_config, free_port
 from exceedance.cli.pick import main
 from exceedance.cli.train import compose_file
-from exceedance.config import TrackingConfig, validate
+from exceedance.config import TrackingConfig
 from exceedance.pareto import FinishedTrial
 from exceedance.pick import export_config
 from exceedance.recording.experiment import Experiment
 from exceedance.recording.reader import open_trial_store
 from exceedance.stores import connect
 from exceedance.train import require_fixed
+from exceedance.validation import validate
 
 QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])

@@ -1,6 +1,6 @@
 """Model builders. A builder is any callable `(n_features, n_outputs, **model_fields) -> Model`.
 
-Keras is imported inside the builder, so `config.validate` can check a builder's signature
+Keras is imported inside the builder, so `validation.validate` can check a builder's signature
 against `model.options` before TensorFlow starts.
 """
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exceedance import data as data_module
-from exceedance.config import Config, validate
+from exceedance.config import Config
 from exceedance.errors import ConfigError, SearchStopped, TrackingLost
 from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted
 from exceedance.recording.process import Recorder
 from exceedance.stores import connect, require_free_space
+from exceedance.validation import validate
 
 
 @dataclass

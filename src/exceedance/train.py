@@ -15,11 +15,12 @@ import numpy as np
 
 from exceedance import data as data_module
 from exceedance import names
-from exceedance.config import PENALTY_FORMS, Config, Range, validate
+from exceedance.config import PENALTY_FORMS, Config, Range
 from exceedance.errors import ConfigError
 from exceedance.recording.experiment import Experiment
 from exceedance.registry import load_model, register_model
 from exceedance.stores import connect
+from exceedance.validation import validate
 
 CHAMPION = "champion"
 
