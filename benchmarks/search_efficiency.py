@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 
 import numpy as np
@@ -104,16 +105,12 @@ def peer(config: Config, dataset) -> list[tuple[float, float]]:
     import optuna
 
     from exceedance.fitting import fit
-    from exceedance.oracles import _suggest
+    from exceedance.oracles import active_values, suggest
     from exceedance.search import ExceedanceHyperModel
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hypermodel = ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target)
-    space = kt.HyperParameters()
-    for form in config.penalty.forms:
-        space.values["form"] = form
-        space.ensure_active_values()
-        hypermodel.trial_params(space)
+    space = hypermodel.declare(kt.HyperParameters())
     study = optuna.create_study(
         directions=["maximize", "minimize"], sampler=optuna.samplers.TPESampler(seed=config.search.seed + 1)
     )
@@ -121,10 +118,7 @@ def peer(config: Config, dataset) -> list[tuple[float, float]]:
     for number in range(config.search.max_trials):
         trial = study.ask()
         hp = kt.HyperParameters()
-        for declared in space.space:
-            hp.merge([declared])
-            if hp.is_active(declared):
-                hp.values[declared.name] = _suggest(trial, declared)
+        hp.values = active_values(space.space, partial(suggest, trial))
         keras.utils.set_random_seed(config.search.seed + number)
         model = hypermodel.build(hp)
         fitted = fit(
@@ -193,7 +187,7 @@ def report(cells: list[dict], args) -> dict:
                 region = [region_hypervolume(np.array(c["points"][:k], dtype=float), reference) for c in runs]
                 row[f"hv@{k}"] = (statistics.median(values), min(values), max(values))
                 row[f"region@{k}"] = (statistics.median(region), min(region), max(region))
-            last = max(k for k in CHECKPOINTS if k <= args.trials)
+            last = max((k for k in CHECKPOINTS if k <= args.trials), default=CHECKPOINTS[0])
             if method == "random":
                 random_median = row[f"hv@{last}"][0]
             row["ratio"] = row[f"hv@{last}"][0] / random_median if random_median else float("nan")

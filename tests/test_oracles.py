@@ -22,13 +22,7 @@ def oracle_for(tmp_path, *overrides: str) -> ParetoOracle:
     config = compose_config(["search=pareto", "search.max_trials=12", *overrides])
     oracle = make_oracle(config)
     oracle._set_project_dir(str(tmp_path), "project")
-    hypermodel = ExceedanceHyperModel(config, 4, 2)
-    hp = oracle.get_space()
-    for form in config.penalty.forms:  # the space as the tuner declares it
-        hp.values["form"] = form
-        hp.ensure_active_values()
-        hypermodel.trial_params(hp)
-    oracle.update_space(hp)
+    oracle.update_space(ExceedanceHyperModel(config, 4, 2).declare(oracle.get_space()))  # as the tuner does
     return oracle
 
 

@@ -53,7 +53,7 @@ class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
         self._populate_next = list(state["grid_populate_next"])
 
 
-def _suggest(trial, hp: kt.engine.hyperparameters.HyperParameter):
+def suggest(trial, hp: kt.engine.hyperparameters.HyperParameter):
     """Optuna's suggestion for one keras-tuner hyperparameter, in the same range and scale."""
     hps = kt.engine.hyperparameters
     if isinstance(hp, hps.Fixed):
@@ -67,6 +67,17 @@ def _suggest(trial, hp: kt.engine.hyperparameters.HyperParameter):
     if isinstance(hp, hps.Boolean):
         return trial.suggest_categorical(hp.name, [False, True])
     raise TypeError(f"the pareto oracle cannot search a {type(hp).__name__} hyperparameter ({hp.name})")
+
+
+def active_values(space: list, value_of) -> dict:
+    """A value from `value_of(hp)` for every hyperparameter of `space` that is active, in the
+    order declared: a conditional one only when its condition holds on the values before it."""
+    hps = kt.HyperParameters()
+    for hp in space:
+        hps.merge([hp])
+        if hps.is_active(hp):
+            hps.values[hp.name] = value_of(hp)
+    return hps.values
 
 
 class ParetoOracle(kt.Oracle):
@@ -121,12 +132,7 @@ class ParetoOracle(kt.Oracle):
         if fixed is not None:
             self._study.enqueue_trial(fixed)
         trial = self._study.ask()
-        hps = kt.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
-            if hps.is_active(hp):  # a conditional one only when its condition holds
-                hps.values[hp.name] = _suggest(trial, hp)
-        return trial, hps.values
+        return trial, active_values(self.hyperparameters.space, lambda hp: suggest(trial, hp))
 
     def populate_space(self, trial_id: str) -> dict:
         trial, values = self._ask()
@@ -214,16 +220,15 @@ class FrontierOracle(kt.Oracle):
             return {"status": STOPPED}
         values[names.FORM], values[names.TARGET_RATE] = planned
         values[names.THRESHOLD_OFFSET] = min(values.get(names.THRESHOLD_OFFSET, 0.0), 0.0)
-        # Redraw what depends on the form (its own hyperparameters) now that the form is set.
-        hps = kt.HyperParameters()
-        for hp in self.hyperparameters.space:
-            hps.merge([hp])
+
+        def draw(hp):  # what depends on the planned form (its own hyperparameters) is drawn anew
             if hp.name in values:
-                hps.values[hp.name] = values[hp.name]
-            elif hps.is_active(hp):
-                hps.values[hp.name] = hp.random_sample(self._seed_state)
-                self._seed_state += 1
-        return {"status": RUNNING, "values": {k: v for k, v in hps.values.items() if hps.is_active(k)}}
+                return values[hp.name]
+            value = hp.random_sample(self._seed_state)
+            self._seed_state += 1
+            return value
+
+        return {"status": RUNNING, "values": active_values(self.hyperparameters.space, draw)}
 
 
 def objective(config: Config) -> kt.Objective:

@@ -89,6 +89,15 @@ class ExceedanceHyperModel(kt.HyperModel):
         params["learning_rate"] = self._value(hp, "learning_rate", self.config.search.learning_rate, log=True)
         return params
 
+    def declare(self, hp: kt.HyperParameters) -> kt.HyperParameters:
+        """Declare the whole space in `hp`: every form's branch, so each form's own
+        hyperparameters are declared under its condition. No model is built."""
+        for form in self.config.penalty.forms:
+            hp.values[FORM] = form
+            hp.ensure_active_values()
+            self.trial_params(hp)
+        return hp
+
     def _target_rate(self, hp: kt.HyperParameters) -> float | None:
         """The trial's target exceedance rate, when lambda is learned rather than searched."""
         search, penalty = self.config.search, self.config.penalty

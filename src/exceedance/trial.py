@@ -138,12 +138,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
         # space (keras-tuner marks this hook for overriding). Our space needs no model: declaring
         # it directly is cheaper, and a model builder that raises fails its own trial, not the search.
-        hp = self.oracle.get_space()
-        for form in self.hypermodel.config.penalty.forms:
-            hp.values[names.FORM] = form
-            hp.ensure_active_values()
-            self.hypermodel.trial_params(hp)
-        self.oracle.update_space(hp)
+        self.oracle.update_space(self.hypermodel.declare(self.oracle.get_space()))
 
     def _params(self, trial) -> dict:
         return self.hypermodel.trial_params(trial.hyperparameters.copy())
