@@ -13,6 +13,7 @@ and drops them (a search with nothing recorded, e.g. to measure what recording c
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import multiprocessing
@@ -61,6 +62,9 @@ def _start_process(parent_pid: int, timeout_s: float) -> None:
         os._exit(0)
 
     threading.Thread(target=exit_with_parent, daemon=True).start()
+    # Once the pool stops this process, every event has been answered, so every record is written:
+    # exit at once rather than spend most of a second tearing down MLflow, SQLAlchemy and matplotlib.
+    atexit.register(os._exit, 0)
     import matplotlib.figure  # noqa: F401
     import mlflow.tracking  # noqa: F401  (imported now, while the training process imports TensorFlow)
 
