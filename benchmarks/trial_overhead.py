@@ -114,6 +114,9 @@ def main() -> None:
     config.search.max_trials = args.trials
     warm = Config(name="bench-warm", data=DataConfig(limit=1.0))
     warm.search.max_trials = 1
+    # One model per trial, whose fit a Keras callback can time (trial_throughput.py measures
+    # trials trained several per step).
+    config.search.trials_per_step = warm.search.trials_per_step = "1"
     timings: dict[bool, list[dict[str, float]]] = {True: [], False: []}
     ends: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:

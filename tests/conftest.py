@@ -101,8 +101,18 @@ def trial_runs(client: MlflowClient, name: str = "exceedance"):
     return runs
 
 
-# Three trials of a few seconds each: long enough to interrupt the second one mid-training.
-SLOW_TRIALS = ["data.n_samples=3000", "search.max_trials=3", "search.epochs=30", "model.hidden_units=[16]"]
+# Three trials of a few seconds each, one model per trial: long enough to interrupt the second
+# one mid-training.
+SLOW_TRIALS = [
+    "data.n_samples=3000",
+    "search.max_trials=3",
+    "search.epochs=30",
+    "model.hidden_units=[16]",
+    "search.trials_per_step=1",
+]
+# Two steps of three trials trained together, a few seconds each: long enough to interrupt the
+# second step mid-training.
+SLOW_STEPS = [*SLOW_TRIALS[:-1], "search.max_trials=6", "search.trials_per_step=3"]
 
 
 def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
@@ -132,6 +142,19 @@ def in_second_trial(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     for _ in range(100):
         if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
+            break
+        time.sleep(0.1)
+    return client
+
+
+def in_second_step(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
+    """`in_second_trial` for `SLOW_STEPS`: once trials 0-2 are done and trial 3 is training."""
+    for line in sweep.stdout:
+        if line.startswith("trial 2:"):
+            break
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    for _ in range(100):
+        if any(r.data.tags.get("exceedance.trial_id") == "3" for r in trial_runs(client)):
             break
         time.sleep(0.1)
     return client

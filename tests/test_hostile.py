@@ -75,6 +75,10 @@ BEFORE_TENSORFLOW = [
     (["data.seed=-1"], "data.seed: must be in 0..2147483647, got -1"),
     (["search.seed=-1"], "search.seed: must be in 0..2147483647, got -1"),
     (["search.seed=4294967296"], "search.seed: must be in 0..2147483647, got 4294967296"),
+    # Trials per step
+    (["search.trials_per_step=0"], "search.trials_per_step: expected auto or a whole number in 1..1024, got '0'"),
+    (["search.trials_per_step=many"], "search.trials_per_step: expected auto or a whole number in 1..1024, got 'many'"),
+    (["search.trials_per_step=-2"], "search.trials_per_step: expected auto or a whole number in 1..1024, got '-2'"),
     # Names a trial would only reject once TensorFlow runs
     (["model.activation=relux"], "model.activation: unknown value 'relux'"),
     (["penalty.base_loss=msee"], "penalty.base_loss: unknown value 'msee'"),

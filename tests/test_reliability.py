@@ -11,12 +11,14 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import (
+    SLOW_STEPS,
     SLOW_TRIALS,
     TINY,
     all_gone,
     children,
     compose_config,
     free_port,
+    in_second_step,
     in_second_trial,
     sweep_process,
     trial_runs,
@@ -37,21 +39,25 @@ def flaky_mlp(n_features, n_outputs, **fields):
     return build_mlp(n_features, n_outputs, **fields)
 
 
-def test_a_failed_build_is_recorded_and_the_search_goes_on(tmp_path, tiny):
+@pytest.mark.parametrize("steps, trials, failed_ids", [("1", 3, ["0"]), ("2", 4, ["0", "1"])])
+def test_a_failed_build_is_recorded_and_the_search_goes_on(tmp_path, tiny, steps, trials, failed_ids):
+    # one model per trial: that trial fails; several per step: the step's trials fail
     _builds["count"] = 0
+    overrides = [f"search.max_trials={trials}", f"search.trials_per_step={steps}"]
     result = run(
-        compose_config([*tiny, "search.max_trials=3", "model._target_=test_reliability.flaky_mlp"]),
+        compose_config([*tiny, *overrides, "model._target_=test_reliability.flaky_mlp"]),
         report=lambda _: None,
     )
     runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db"))
     failed = [r for r in runs if r.info.status == "FAILED"]
-    assert len(failed) == 1 and len(runs) == 3
-    assert "layer width must be even" in failed[0].data.tags["exceedance.failure_reason"]
-    assert result.trials == 2
-    assert failed[0].info.run_id not in {row["run_id"] for row in result.front}
+    assert sorted(r.data.tags["exceedance.trial_id"] for r in failed) == failed_ids and len(runs) == trials
+    assert all("layer width must be even" in r.data.tags["exceedance.failure_reason"] for r in failed)
+    assert result.trials == trials - len(failed_ids)
+    assert not {r.info.run_id for r in failed} & {row["run_id"] for row in result.front}
 
 
-def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path, tiny):
+@pytest.mark.parametrize("steps, runs_failed", [("1", 2), ("auto", 5)])  # auto: all five in one step
+def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path, tiny, steps, runs_failed):
     nan = [
         "penalty=l2",
         "penalty.lam.low=1e30",
@@ -60,12 +66,13 @@ def test_diverging_trials_fail_and_stop_the_search_with_a_clear_message(tmp_path
         "search.learning_rate.high=100",
         "search.max_trials=5",
         "search.max_consecutive_failures=2",
+        f"search.trials_per_step={steps}",
     ]
     with pytest.raises(SearchStopped, match=r"2 trials in a row failed .*training diverged"):
         run(compose_config([*tiny, *nan]), report=lambda _: None)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     runs = trial_runs(client)
-    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]
+    assert [r.info.status for r in runs] == ["FAILED"] * runs_failed
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FAILED"
     assert "pareto.csv" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -93,6 +100,26 @@ def test_rerun_after_sigkill_resumes_the_same_search(tmp_path, oracle):
     assert len(parents) == 1
     assert client.get_run(parents.pop()).info.status == "FINISHED"
     assert "trial 0:" not in out, "a finished trial was run again"
+
+
+@pytest.mark.parametrize("oracle", ["random", "pareto"])
+def test_rerun_after_sigkill_mid_step_finishes_every_trial_exactly_once(tmp_path, oracle):
+    args = [f"search={oracle}", *SLOW_STEPS]
+    first = sweep_process(args, tmp_path)
+    client = in_second_step(first, tmp_path)
+    assert sorted(r.info.status for r in trial_runs(client)) == ["FINISHED"] * 3 + ["RUNNING"] * 3
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    second = sweep_process(args, tmp_path)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out
+    runs = trial_runs(client)
+    finished = [r.data.tags["exceedance.trial_id"] for r in runs if r.info.status == "FINISHED"]
+    assert sorted(finished) == ["0", "1", "2", "3", "4", "5"], "a trial was lost or run twice"
+    killed = [r.data.tags["exceedance.trial_id"] for r in runs if r.info.status == "KILLED"]
+    assert sorted(killed) == ["3", "4", "5"]
+    assert "trial 0:" not in out and "(1/3 of a step)" in out
 
 
 def test_a_dead_recording_process_stops_the_search_with_one_line_and_a_rerun_resumes(tmp_path):

@@ -143,9 +143,16 @@ class SearchConfig:
     overwrite: bool = False
     directory: str = "mlruns/tuner"
     max_consecutive_failures: int = 3
-    # XLA compiles each new model for ~2 s on CPU, which doubles a small model's trial
-    # (benchmarks/trial_overhead.py); worth it only when a trial trains for minutes.
-    jit_compile: bool = False
+    # Trials trained side by side in one compiled step: `auto` (16 for the built-in MLP, 8 copies
+    # of a model._target_, fewer for bayesian and pareto so they learn between steps, and within
+    # the budget and memory), a number, or 1 for one model per trial (keras-tuner's own loop).
+    trials_per_step: str = "auto"
+    # XLA. Unset: on for copies of a model._target_ trained several per step (compiled once per
+    # search, their steps run 4x faster: benchmarks/trial_throughput.py); off for the stacked
+    # MLP (its steps gain less than the compile costs a search of a few hundred trials) and for
+    # one model per trial (~2 s per new model on CPU, doubling a small trial:
+    # benchmarks/trial_overhead.py). true or false sets it for all.
+    jit_compile: bool | None = None
     # TensorFlow's thread pools; 0 = its default (one thread per core). With several parallel
     # jobs on one machine, 1 and 1 avoid oversubscribing the cores (see the README's Performance).
     intra_op_threads: int = 0

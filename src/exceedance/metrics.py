@@ -12,6 +12,19 @@ from keras import ops
 from exceedance.losses import PACKAGE, PenalizedLoss, penalty
 
 
+def _within(y_true, y_pred, tolerance: float, scale: float):
+    return ops.cast(ops.abs(ops.convert_to_tensor(y_true) - y_pred) <= tolerance, "float32")
+
+
+def _error(y_true, y_pred, scale: float, power: int):
+    return (ops.abs(ops.convert_to_tensor(y_true) - y_pred) * scale) ** power
+
+
+def _binary_hit(y_true, y_pred, tolerance: float, scale: float):
+    # keras.metrics.BinaryAccuracy's rule: a prediction above 0.5 means 1
+    return ops.cast(ops.equal(ops.convert_to_tensor(y_true), ops.cast(y_pred > 0.5, "float32")), "float32")
+
+
 class _Exceedance(keras.metrics.Metric):
     def __init__(self, limit: float, name: str, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -40,7 +53,9 @@ class ExceedanceCount(_Exceedance):
         super().__init__(limit, name=name, **kwargs)
 
     def result(self):
-        return self.count
+        # A copy: the variable itself would be read later, after validation reset it (Keras
+        # then logged the validation count as the training one).
+        return ops.copy(self.count)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -98,7 +113,7 @@ class WithinTolerance(keras.metrics.Mean):
         self.tolerance = float(tolerance)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        hit = ops.abs(ops.convert_to_tensor(y_true) - y_pred) <= self.tolerance
+        hit = _within(y_true, y_pred, self.tolerance, 1.0)
         super().update_state(ops.cast(hit, self.dtype), sample_weight=sample_weight)
 
     def get_config(self) -> dict:
@@ -115,8 +130,7 @@ class ScaledError(keras.metrics.Mean):
         self.power, self.scale = int(power), float(scale)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        error = ops.abs(ops.convert_to_tensor(y_true) - y_pred) * self.scale
-        super().update_state(error**self.power, sample_weight=sample_weight)
+        super().update_state(_error(y_true, y_pred, self.scale, self.power), sample_weight=sample_weight)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "power": self.power, "scale": self.scale}
@@ -131,6 +145,16 @@ QUALITIES = {
     "accuracy": lambda tolerance, scale: keras.metrics.BinaryAccuracy(name="accuracy"),
     "mae": lambda tolerance, scale: ScaledError(1, scale, name="mae"),
     "mse": lambda tolerance, scale: ScaledError(2, scale, name="mse"),
+}
+
+
+# Quality name -> (y_true, y_pred, tolerance, scale) -> per-element values whose mean is the
+# quality, for the stacked trials' fused metrics (`trial_stack`). Same names as `QUALITIES`.
+QUALITY_VALUES = {
+    "within_tolerance": _within,
+    "accuracy": _binary_hit,
+    "mae": lambda y_true, y_pred, tolerance, scale: _error(y_true, y_pred, scale, 1),
+    "mse": lambda y_true, y_pred, tolerance, scale: _error(y_true, y_pred, scale, 2),
 }
 
 

@@ -52,3 +52,30 @@ def build_mlp(
             hidden = keras.layers.Dropout(dropout)(hidden)
     outputs = keras.layers.Dense(n_outputs, activation=output_activation)(hidden)
     return keras.Model(inputs, outputs, name="mlp")
+
+
+def stacked_mlp(
+    slots: int,
+    n_features: int,
+    n_outputs: int,
+    hidden_units: list[int],
+    activation: str = "relu",
+    output_activation: str = "linear",
+    kernel_initializer: str = "glorot_uniform",
+    use_bias: bool = True,
+    dropout: float = 0.0,
+):
+    """`build_mlp` for `slots` trials at once: every kernel of shape `(slots, in, out)`, one
+    `einsum` per layer (`stacking.StackedMLP`). Takes no regularizers: with them, the trials
+    train as copies of `build_mlp`'s model."""
+    from exceedance.stacking import StackedMLP
+
+    return StackedMLP(
+        slots, n_features, n_outputs, hidden_units, activation, output_activation, kernel_initializer, use_bias, dropout
+    )
+
+
+# A builder declares itself stackable with a `stack` attribute: a function that takes the number
+# of trials first, then the builder's own arguments, and returns a stacked network (the interface
+# of `stacking.StackedMLP`). Fields its signature lacks make the trials train as copies instead.
+build_mlp.stack = stacked_mlp

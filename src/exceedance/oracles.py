@@ -15,7 +15,7 @@ from exceedance import names
 from exceedance.config import Config
 
 RUNNING, COMPLETED = kt.engine.trial.TrialStatus.RUNNING, kt.engine.trial.TrialStatus.COMPLETED
-STOPPED = kt.engine.trial.TrialStatus.STOPPED
+STOPPED, IDLE = kt.engine.trial.TrialStatus.STOPPED, kt.engine.trial.TrialStatus.IDLE
 UNPENALIZED = 1.0  # the frontier's first trial per form: a target every model meets
 CONSTRAINT = "exceedance_over_cap"  # Optuna constraint: rate - max_exceedance, feasible when <= 0
 
@@ -123,7 +123,8 @@ class ParetoOracle(kt.Oracle):
         if self.sampler == "nsga2":
             sampler = optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed)
         else:
-            sampler = optuna.samplers.TPESampler(seed=self.seed)
+            # constant_liar: trials asked together (several per step) are told apart while in flight
+            sampler = optuna.samplers.TPESampler(seed=self.seed, constant_liar=True)
         directions = ["maximize" if self.quality_direction == "max" else "minimize", "minimize"]
         return optuna.create_study(directions=directions, sampler=sampler)
 
@@ -195,27 +196,34 @@ class FrontierOracle(kt.Oracle):
         super().__init__(**kwargs)
         self.forms, self.target_rates = list(forms), sorted(target_rates, reverse=True)
 
-    def _plan(self) -> tuple[str, float] | None:
-        """The next (form, target) to try, or None when every one has been."""
-        tried, reached = set(), {}
+    def _plan(self) -> tuple[str, float] | str:
+        """The next (form, target) to try; IDLE while the rest waits on a form's unpenalized
+        trial in flight (its rate decides which targets are free), STOPPED when all are tried."""
+        tried, reached, running = set(), {}, set()
         for trial in self.trials.values():
             values = trial.hyperparameters.values
             key = (values.get(names.FORM), values.get(names.TARGET_RATE))
             tried.add(key)
             if key[1] == UNPENALIZED and trial.status == COMPLETED:
                 reached[key[0]] = trial.metrics.get_last_value(names.VAL_EXCEEDANCE_RATE)
+            elif key[1] == UNPENALIZED and trial.status == RUNNING:
+                running.add(key[0])
         for form in self.forms:
             if (form, UNPENALIZED) not in tried:
                 return form, UNPENALIZED
+            if form in running:
+                continue
             for target in self.target_rates:
                 free = form in reached and reached[form] is not None and target >= reached[form]
                 if (form, target) not in tried and not free:
                     return form, target
-        return None
+        return IDLE if running else STOPPED
 
     def populate_space(self, trial_id: str) -> dict:
         planned = self._plan()
-        values = self._random_values() if planned else None
+        if planned in (IDLE, STOPPED):
+            return {"status": planned}
+        values = self._random_values()
         if values is None:
             return {"status": STOPPED}
         values[names.FORM], values[names.TARGET_RATE] = planned

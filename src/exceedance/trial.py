@@ -67,26 +67,32 @@ class Progress:
         self.failures_in_a_row = 0
         self.last_failure: str | None = None  # why the latest failed trial failed
         self._started: dict[str, float] = {}
+        self._shared = 1  # trials trained in the same step as the ones ending now
 
     def started(self, trial_id: str) -> None:
         self._started[trial_id] = time.perf_counter()
 
+    def shared(self, trials: int) -> None:
+        """The trials ending next were trained together, `trials` of them in one step."""
+        self._shared = trials
+
     def ended(self, trial_id: str, params: dict, scores: dict[str, float] | None, reason: str | None) -> None:
         """Report a trial (`scores` when it finished, `reason` when it failed); raise
         `SearchStopped` at the `limit`-th failure in a row."""
-        seconds = time.perf_counter() - self._started.pop(trial_id)
+        seconds = (time.perf_counter() - self._started.pop(trial_id)) / self._shared
+        took = f"{seconds:.1f}s" if self._shared == 1 else f"{seconds:.2f}s (1/{self._shared} of a step)"
         shown = (*names.SEARCHED[1:-1], names.TARGET_RATE)  # all but the form and the learning rate
         text = f"trial {trial_id}: {params[names.FORM]:<13} " + " ".join(
             f"{name}={params[name]:.3g}" for name in shown if name in params
         )
         if scores is None:
-            self.report(f"{text}  FAILED ({reason})  {seconds:.1f}s")
+            self.report(f"{text}  FAILED ({reason})  {took}")
             self.failures_in_a_row += 1
             self.last_failure = reason
         else:
             self.report(
                 f"{text}  val {self.quality}={scores[names.val_quality(self.quality)]:.3f} "
-                f"exceedance_rate={scores[names.VAL_EXCEEDANCE_RATE]:.3f}  {seconds:.1f}s"
+                f"exceedance_rate={scores[names.VAL_EXCEEDANCE_RATE]:.3f}  {took}"
             )
             self.failures_in_a_row = 0
         if self.failures_in_a_row >= self.limit:
@@ -129,10 +135,88 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         self.config, self.recorder, self.callbacks = config, recorder, list(callbacks)
         self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
         self.progress = Progress(config, report)
+        self.slots = 1  # trials per step, set when the search starts
+        self._stack = None
         # A finished trial's end, and its predictions to draw once that end is recorded.
         self._finished: dict[str, TrialEnded] = {}
         self._predictions: dict[str, TrialPredictions] = {}
         self._pending: list[Future] = []
+
+    def search(self, dataset: Dataset) -> None:
+        """Run the search: one trial per model (`search.trials_per_step=1`, keras-tuner's own
+        loop), or up to K trials per step, trained side by side in one compiled `TrialStack`."""
+        rows = max(len(dataset.x_val), len(dataset.x_test), self.config.search.batch_size)
+        self.slots = self.hypermodel.slots(self.oracle.max_trials, rows)
+        if self.slots == 1:
+            super().search(dataset)
+            return
+        while trials := self._next_trials():
+            for trial in trials:
+                self.on_trial_begin(trial)
+            self._run_stack(trials, dataset)
+            self._end_trials(trials)
+
+    def _next_trials(self) -> list:
+        """Up to K trials from the oracle, as many as it can propose before results come back
+        (Hyperband's next round and the frontier's targets wait for the trials in flight)."""
+        trials = []
+        while len(trials) < self.slots:
+            # One tuner id per slot: keras-tuner's oracles track trials in flight per tuner id.
+            trial = self.oracle.create_trial(f"{self.tuner_id}-{len(trials)}")
+            if trial.status == kt.engine.trial.TrialStatus.STOPPED:
+                break
+            if trial.status == kt.engine.trial.TrialStatus.IDLE:
+                if trials:
+                    break
+                continue  # as keras-tuner's loop: the oracle is computing
+            trials.append(trial)
+        return trials
+
+    def _run_stack(self, trials: list, dataset: Dataset) -> None:
+        """Train `trials` together; each trial completes, or fails alone with its reason."""
+        search, penalty = self.config.search, self.config.penalty
+        self.progress.shared(len(trials))
+        slots = [
+            self.hypermodel.slot_trial(trial.hyperparameters, search.seed + int(trial.trial_id), self._epochs(trial))
+            for trial in trials
+        ]
+        x, y, held_out = dataset.x_train, dataset.y_train, None
+        if penalty.dual_rows > 0 and any(slot.target_rate is not None for slot in slots):
+            held = max(1, round(len(x) * penalty.dual_rows))
+            held_out, x, y = x[-held:], x[:-held], y[:-held]
+        try:
+            if self._stack is None:  # built once per search; a model builder that raises fails this step
+                self._stack = self.hypermodel.stack(self.slots)
+            stack = self._stack
+            stack.load(slots + [None] * (self.slots - len(slots)))
+            results = stack.fit(
+                slots + [None] * (self.slots - len(slots)),
+                x,
+                y,
+                (dataset.x_val, dataset.y_val),
+                batch_size=search.batch_size,
+                shuffle_seed=search.seed,
+                dual_lr=penalty.dual_lr,
+                held_out=held_out,
+                dual_seed=self.config.data.seed,
+                on_epoch=lambda k, metrics, step: self._send(EpochEnded(trials[k].trial_id, step, metrics)),
+            )
+            _, test = stack.evaluate(dataset.x_test, dataset.y_test)
+            val_predictions, _ = stack.evaluate(dataset.x_val, dataset.y_val)
+        except Exception as err:  # the whole step failed (e.g. out of memory): each trial fails with it
+            if isinstance(err, kt.errors.FatalError):
+                raise
+            for trial in trials:
+                trial.status, trial.message = kt.engine.trial.TrialStatus.FAILED, f"{type(err).__name__}: {err}"
+            return
+        for k, trial in enumerate(trials):
+            if results[k].diverged:
+                trial.status, trial.message = kt.engine.trial.TrialStatus.FAILED, results[k].diverged
+                continue
+            final = {name: value for name, value in results[k].final.items() if name.startswith("val_")}
+            self.oracle.update_trial(trial.trial_id, final)
+            trial.status = kt.engine.trial.TrialStatus.COMPLETED
+            self._finish(trial, test[k], val_predictions[k], results[k].epochs)
 
     def _populate_initial_space(self):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
@@ -194,27 +278,44 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             model.loss, hypermodel.model_limit, data.quality, data.tolerance, hypermodel.target.scale
         )
         test = evaluate_eagerly(model.loss, metrics, dataset.y_test, model(dataset.x_test, training=False))
+        self._finish(trial, test, keras.ops.convert_to_numpy(model(dataset.x_val, training=False)), step)
+
+    def _finish(self, trial, test: dict[str, float], val_predictions, step: int) -> None:
+        """Keep a finished trial's end (its test scores) and its validation predictions, to
+        record once keras-tuner has its result."""
+        hypermodel = self.hypermodel
         self._finished[trial.trial_id] = TrialEnded(
-            trial.trial_id, FINISHED, step, {f"test_{k}": v for k, v in test.items()}
+            trial.trial_id, FINISHED, step, {f"test_{k}": float(v) for k, v in test.items()}
         )
-        predictions = hypermodel.target.to_user(keras.ops.convert_to_numpy(model(dataset.x_val, training=False)))
+        predictions = hypermodel.target.to_user(val_predictions)
         threshold = hypermodel.threshold(float(trial.hyperparameters.values[names.THRESHOLD_OFFSET]))
         self._predictions[trial.trial_id] = TrialPredictions(trial.trial_id, predictions, threshold)
 
     def on_trial_end(self, trial):
-        trial_id = trial.trial_id
-        done = trial.status == kt.engine.trial.TrialStatus.COMPLETED
-        ended = self._finished.pop(trial_id) if done else TrialEnded(trial_id, FAILED, reason=_last_line(trial.message))
-        # Wait until MLflow has the trial's end (and all sent before it) before keras-tuner
-        # saves the trial as done: a search resumed after a crash relies on that order.
-        self._send(ended).result()
-        super().on_trial_end(trial)
-        predictions = self._predictions.pop(trial_id, None)
-        if done and predictions is not None:
-            self._send(predictions)
-        self._collect(wait=False)  # fail at the first tracking error, not at the search's end
-        scores = {k: trial.metrics.get_last_value(k) for k in trial.metrics.metrics} if done else None
-        self.progress.ended(trial_id, self._params(trial), scores, ended.reason)
+        self._end_trials([trial])
+
+    def _end_trials(self, trials: list) -> None:
+        """Record the trials' ends, then let keras-tuner save each as done and draw it."""
+        ends = [self._ended(trial) for trial in trials]
+        # Wait until MLflow has the trials' ends (and all sent before them) before keras-tuner
+        # saves them as done: a search resumed after a crash relies on that order.
+        for future in [self._send(ended) for ended in ends]:
+            future.result()
+        for trial, ended in zip(trials, ends, strict=True):
+            super().on_trial_end(trial)
+            predictions = self._predictions.pop(trial.trial_id, None)
+            if predictions is not None:  # drawn while the next trials train
+                self._send(predictions)
+            self._collect(wait=False)  # fail at the first tracking error, not at the search's end
+            done = ended.status == FINISHED
+            scores = {k: trial.metrics.get_last_value(k) for k in trial.metrics.metrics} if done else None
+            self.progress.ended(trial.trial_id, self._params(trial), scores, ended.reason)
+
+    def _ended(self, trial) -> TrialEnded:
+        if trial.status == kt.engine.trial.TrialStatus.COMPLETED:
+            return self._finished.pop(trial.trial_id)
+        self._predictions.pop(trial.trial_id, None)
+        return TrialEnded(trial.trial_id, FAILED, reason=_last_line(trial.message))
 
     def flush(self, raise_errors: bool = True) -> None:
         """Wait for the events sent so far to be recorded; re-raise the first error met, unless

@@ -101,6 +101,12 @@ def validate(config: Config) -> None:
         "must be false with model.output_activation=sigmoid (outputs in (0, 1) learn targets as they are)",
     )
     _one_of(penalty.base_loss, BASE_LOSSES, "penalty.base_loss")
+    steps = str(search.trials_per_step)
+    _require(
+        steps == "auto" or (steps.isdigit() and 1 <= int(steps) <= 1024),
+        "search.trials_per_step",
+        f"expected auto or a whole number in 1..1024, got {steps!r}",
+    )
     _require(
         all(u >= 1 for u in config.model.hidden_units),
         "model.hidden_units",
