@@ -119,7 +119,7 @@ def test_every_extension_point_names_the_same_entries_as_its_registry():
         for extra in extras:  # each searched from a range of its own in the penalty config
             assert isinstance(getattr(PenaltyConfig(), extra), Range), extra
     assert list(data.LOADERS) == list(DATASETS)
-    assert list(metrics.QUALITIES) == list(QUALITY_DIRECTIONS)
+    assert list(metrics.QUALITIES) == list(metrics.QUALITY_VALUES) == list(QUALITY_DIRECTIONS)
     assert sorted(oracles.ORACLES) == sorted(ORACLES)
 
 

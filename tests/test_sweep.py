@@ -85,14 +85,14 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
 
 @pytest.mark.parametrize("oracle", ["pareto", "frontier"])
 def test_the_front_searches_run_end_to_end(tmp_path, tiny, oracle):
-    overrides = [*tiny, f"search={oracle}", "penalty=l1", "search.target_rates=[0.1]", "data.n_samples=600"]
+    overrides = [*tiny, f"search={oracle}", "penalty=l1", "search.target_rates=[0.01]", "data.n_samples=600"]
     result = run(compose_config(overrides), report=lambda _: None)
     client = MlflowClient(store_uri(tmp_path))
     _, trials = runs_by_role(client, "exceedance")
     assert result.trials == len(trials) == 2
     assert [m.step for m in client.get_metric_history(result.parent_run_id, "hypervolume")] == [1, 2]
     if oracle == "frontier":  # an unpenalized trial, then the target below the rate it reached
-        assert sorted(t.data.params["target_rate"] for t in trials) == ["0.1", "1.0"]
+        assert sorted(t.data.params["target_rate"] for t in trials) == ["0.01", "1.0"]
         for trial in trials:
             assert [m.step for m in client.get_metric_history(trial.info.run_id, "lam")] == [1, 2]
 

@@ -186,6 +186,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             held_out, x, y = x[-held:], x[:-held], y[:-held]
         try:
             if self._stack is None:  # built once per search; a model builder that raises fails this step
+                keras.utils.set_random_seed(search.seed)  # dropout's draws, the same for the same command
                 self._stack = self.hypermodel.stack(self.slots)
             stack = self._stack
             stack.load(slots + [None] * (self.slots - len(slots)))
