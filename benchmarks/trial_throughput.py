@@ -212,7 +212,6 @@ def floor(trials: int, model: str | None) -> dict:
     def stacked_fit():
         stack.load(chosen)
         stack.fit(
-            chosen,
             dataset.x_train,
             dataset.y_train,
             (dataset.x_val, dataset.y_val),

@@ -132,16 +132,17 @@ def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subp
     )
 
 
-def in_second_trial(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
-    """Return a client on the sweep's store once trial 0 is done and trial 1 is training (its
-    run exists). The client is made only then: MLflow creates and migrates a store in
-    `MlflowClient()`, and doing so beside the sweep while it does the same races."""
+def in_second_trial(sweep: subprocess.Popen, tmp_path: Path, after: str = "trial 0:", running: str = "1"):
+    """Return a client on the sweep's store once trial 0 is done (its line, `after`, printed)
+    and trial 1 (`running`) is training (its run exists). The client is made only then: MLflow
+    creates and migrates a store in `MlflowClient()`, and doing so beside the sweep while it
+    does the same races."""
     for line in sweep.stdout:
-        if line.startswith("trial 0:"):
+        if line.startswith(after):
             break
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     for _ in range(100):
-        if any(r.data.tags.get("exceedance.trial_id") == "1" for r in trial_runs(client)):
+        if any(r.data.tags.get("exceedance.trial_id") == running for r in trial_runs(client)):
             break
         time.sleep(0.1)
     return client
@@ -149,15 +150,7 @@ def in_second_trial(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
 
 def in_second_step(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
     """`in_second_trial` for `SLOW_STEPS`: once trials 0-2 are done and trial 3 is training."""
-    for line in sweep.stdout:
-        if line.startswith("trial 2:"):
-            break
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    for _ in range(100):
-        if any(r.data.tags.get("exceedance.trial_id") == "3" for r in trial_runs(client)):
-            break
-        time.sleep(0.1)
-    return client
+    return in_second_trial(sweep, tmp_path, after="trial 2:", running="3")
 
 
 def _live_parent(pid: int) -> int | None:

@@ -14,7 +14,7 @@ from exceedance import names
 from exceedance.names import FORM, THRESHOLD_OFFSET
 from exceedance.run_search import run
 from exceedance.search import ExceedanceHyperModel
-from exceedance.target_rate import training_rows
+from exceedance.target_rate import hold_out, training_rows
 
 EPOCHS = 3
 # One stack of four trials: every penalty form, each trial its own learning rate and threshold.
@@ -51,28 +51,33 @@ def train_alone(config, dataset, model) -> dict[str, float]:
     return {name: values[-1] for name, values in history.history.items()}
 
 
-def train_stacked(config, dataset, hypermodel, trials, weights) -> list:
-    """The same trials in one stack, from the same initial weights, batches in the same order."""
-    stack = hypermodel.stack(len(trials))
+def fit(stack, trials, dataset, on_epoch=lambda *_: None, **options) -> list:
+    """Load `trials` into `stack` and fit them on the data set's training rows, validated on its
+    validation rows."""
+    x, y = options.pop("rows", (dataset.x_train, dataset.y_train))
+    weights = options.pop("weights", [])
     stack.load(trials)
     for slot, slot_weights in enumerate(weights):
         stack.network.set_weights(slot, slot_weights)
-    x, y, held_out = dataset.x_train, dataset.y_train, None
-    if config.penalty.dual_rows:
-        held = max(1, round(len(x) * config.penalty.dual_rows))
-        held_out, x, y = x[-held:], x[:-held], y[:-held]
+    settings = {"batch_size": 64, "shuffle_seed": 0, "dual_lr": 4.0, "held_out": None, **options}
+    return stack.fit(x, y, (dataset.x_val, dataset.y_val), on_epoch=on_epoch, **settings)
+
+
+def train_stacked(config, dataset, hypermodel, trials, weights) -> list:
+    """The same trials in one stack, from the same initial weights, batches in the same order."""
+    x, y, held_out = hold_out(dataset.x_train, dataset.y_train, config.penalty.dual_rows)
     epochs = {}
-    results = stack.fit(
+    results = fit(
+        hypermodel.stack(len(trials)),
         trials,
-        x,
-        y,
-        (dataset.x_val, dataset.y_val),
+        dataset,
+        lambda slot, metrics, step: epochs.setdefault(slot, []).append(step),
+        rows=(x, y),
+        weights=weights,
         batch_size=config.search.batch_size,
-        shuffle_seed=0,
         dual_lr=config.penalty.dual_lr,
         held_out=held_out,
         dual_seed=config.data.seed,
-        on_epoch=lambda slot, metrics, step: epochs.setdefault(slot, []).append(step),
         shuffle=False,
     )
     assert all(steps == list(range(1, EPOCHS + 1)) for steps in epochs.values())
@@ -122,19 +127,7 @@ def test_a_diverging_trial_fails_alone_and_its_neighbours_train_on():
             ),
             hypermodel.slot_trial(hyperparameters(hypermodel, "l1", 0.01, 0.0, lam=2.0), seed=2, epochs=EPOCHS),
         ]
-        stack = hypermodel.stack(len(trials))
-        stack.load(trials)
-        return stack.fit(
-            trials,
-            dataset.x_train,
-            dataset.y_train,
-            (dataset.x_val, dataset.y_val),
-            batch_size=64,
-            shuffle_seed=0,
-            dual_lr=4.0,
-            held_out=None,
-            on_epoch=lambda *_: None,
-        )
+        return fit(hypermodel.stack(len(trials)), trials, dataset)
 
     broken = stack_with(middle_lam=1e30, middle_rate=100.0)
     healthy = stack_with(middle_lam=1.0, middle_rate=0.003)
@@ -154,19 +147,8 @@ def test_hyperband_trials_stop_at_their_own_epochs():
         for k, epochs in enumerate(budgets)
     ]
     stack = hypermodel.stack(4)  # one slot empty
-    stack.load([*trials, None])
     seen: dict[int, list[int]] = {}
-    results = stack.fit(
-        [*trials, None],
-        dataset.x_train,
-        dataset.y_train,
-        (dataset.x_val, dataset.y_val),
-        batch_size=64,
-        shuffle_seed=0,
-        dual_lr=4.0,
-        held_out=None,
-        on_epoch=lambda slot, metrics, step: seen.setdefault(slot, []).append(step),
-    )
+    results = fit(stack, [*trials, None], dataset, lambda slot, metrics, step: seen.setdefault(slot, []).append(step))
     assert seen == {k: list(range(1, epochs + 1)) for k, epochs in enumerate(budgets)}
     assert [r.epochs for r in results[:3]] == budgets and results[3] is None
 

@@ -70,9 +70,8 @@ def stacked_mlp(
     train as copies of `build_mlp`'s model."""
     from exceedance.stacking import StackedMLP
 
-    return StackedMLP(
-        slots, n_features, n_outputs, hidden_units, activation, output_activation, kernel_initializer, use_bias, dropout
-    )
+    widths = [n_features, *hidden_units, n_outputs]
+    return StackedMLP(slots, widths, activation, output_activation, kernel_initializer, use_bias, dropout)
 
 
 # A builder declares itself stackable with a `stack` attribute: a function that takes the number

@@ -68,28 +68,26 @@ def _seeded(name: str, seed: int):
 
 
 class StackedMLP:
-    """K multilayer perceptrons as `models.build_mlp` builds them, stacked on a leading axis.
+    """K multilayer perceptrons as `models.build_mlp` builds them, stacked on a leading axis
+    (made by `models.stacked_mlp`).
 
     Args:
         slots: K.
-        n_features, n_outputs, hidden_units, activation, output_activation: as `build_mlp`.
-        kernel_initializer, use_bias, dropout: as `build_mlp`'s options.
+        widths: the layers' widths, features first, outputs last.
+        activation, output_activation, kernel_initializer, use_bias, dropout: as `build_mlp`.
     """
 
     def __init__(
         self,
         slots: int,
-        n_features: int,
-        n_outputs: int,
-        hidden_units: list[int],
-        activation: str = "relu",
-        output_activation: str = "linear",
-        kernel_initializer: str = "glorot_uniform",
-        use_bias: bool = True,
-        dropout: float = 0.0,
+        widths: list[int],
+        activation: str,
+        output_activation: str,
+        kernel_initializer: str,
+        use_bias: bool,
+        dropout: float,
     ):
-        self.slots, self.dropout, self.kernel_initializer = slots, float(dropout), kernel_initializer
-        widths = [n_features, *hidden_units, n_outputs]
+        self.slots, self.dropout = slots, float(dropout)
         self.layers = []  # (kernel, bias or None, activation, kernel initializer name)
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
             last = i == len(widths) - 2
@@ -97,9 +95,8 @@ class StackedMLP:
             # build_mlp's output layer keeps Keras's defaults: a bias, glorot_uniform.
             bias = tf.Variable(tf.zeros((slots, 1, fan_out)), name=f"bias_{i}") if use_bias or last else None
             initializer = "glorot_uniform" if last else kernel_initializer
-            self.layers.append(
-                (kernel, bias, keras.activations.get(output_activation if last else activation), initializer)
-            )
+            function = keras.activations.get(output_activation if last else activation)
+            self.layers.append((kernel, bias, function, initializer))
         self.variables = [v for kernel, bias, _, _ in self.layers for v in (kernel, bias) if v is not None]
 
     def slot_of(self, variable) -> int | None:

@@ -90,7 +90,14 @@ def training_rows(model, x: np.ndarray, y: np.ndarray, dual_rows: float) -> tupl
     control = getattr(model, "dual_ascent", None)
     if control is None:
         return x, y, []
-    if dual_rows > 0:
-        held = max(1, round(len(x) * dual_rows))
-        control.held_out, x, y = x[-held:], x[:-held], y[:-held]
+    x, y, control.held_out = hold_out(x, y, dual_rows)
     return x, y, [control]
+
+
+def hold_out(x: np.ndarray, y: np.ndarray, dual_rows: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The rows to train on, and the last `dual_rows` share of them held out to estimate the
+    exceedance rate on (None when the share is 0)."""
+    if dual_rows <= 0:
+        return x, y, None
+    held = max(1, round(len(x) * dual_rows))
+    return x[:-held], y[:-held], x[-held:]

@@ -1,6 +1,7 @@
 """The trial loop: a keras-tuner tuner that trains each trial and tells the recording side about it.
 
-Only keras-tuner's hooks live here: `on_trial_begin`, `run_trial` and `on_trial_end` emit the
+Only keras-tuner's hooks and loop live here: `on_trial_begin`, `run_trial` (one model per
+trial) or `_run_stack` (K trials per step, `trial_stack`), and `on_trial_end` emit the
 `recording.events` of a trial; what they mean in MLflow is the recording side's business.
 Subclasses `BaseTuner` rather than `Tuner`: `Tuner.run_trial` wires TensorBoard callbacks and
 imports `tensorboard`, which the CPU build of TensorFlow does not bring and we do not need.
@@ -25,7 +26,7 @@ from exceedance.errors import SearchStopped
 from exceedance.metrics import evaluate_eagerly, training_metrics
 from exceedance.recording.events import FAILED, FINISHED, EpochEnded, Event, TrialEnded, TrialPredictions, TrialStarted
 from exceedance.search import ExceedanceHyperModel
-from exceedance.target_rate import training_rows
+from exceedance.target_rate import hold_out, training_rows
 
 
 def _save_json_whole(path: str, obj) -> str:
@@ -181,17 +182,16 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             for trial in trials
         ]
         x, y, held_out = dataset.x_train, dataset.y_train, None
-        if penalty.dual_rows > 0 and any(slot.target_rate is not None for slot in slots):
-            held = max(1, round(len(x) * penalty.dual_rows))
-            held_out, x, y = x[-held:], x[:-held], y[:-held]
+        if any(slot.target_rate is not None for slot in slots):  # every trial's, or none's
+            x, y, held_out = hold_out(x, y, penalty.dual_rows)
+        slots += [None] * (self.slots - len(slots))  # empty slots stay idle
         try:
             if self._stack is None:  # built once per search; a model builder that raises fails this step
                 keras.utils.set_random_seed(search.seed)  # dropout's draws, the same for the same command
                 self._stack = self.hypermodel.stack(self.slots)
             stack = self._stack
-            stack.load(slots + [None] * (self.slots - len(slots)))
+            stack.load(slots)
             results = stack.fit(
-                slots + [None] * (self.slots - len(slots)),
                 x,
                 y,
                 (dataset.x_val, dataset.y_val),

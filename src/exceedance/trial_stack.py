@@ -84,6 +84,7 @@ class TrialStack:
         self, network, base_loss: str, limit: float, quality: str, tolerance: float, scale: float, jit_compile: bool
     ):
         self.network, self.slots = network, network.slots
+        self.trials: list[SlotTrial | None] = [None] * network.slots  # what `load` put in the slots
         self.limit, self.tolerance, self.scale, self.quality = float(limit), float(tolerance), float(scale), quality
         self._base = keras.losses.get(base_loss)
         k = self.slots
@@ -191,6 +192,7 @@ class TrialStack:
     # -- the Python side ---------------------------------------------------------------------
     def load(self, trials: list[SlotTrial | None]) -> None:
         """Put trials in the slots (None: an empty slot) with new weights and optimizer state."""
+        self.trials = list(trials)
 
         def column(value_of, default=0.0):
             return [default if t is None else value_of(t) for t in trials]
@@ -234,7 +236,6 @@ class TrialStack:
 
     def fit(
         self,
-        trials: list[SlotTrial | None],
         x: np.ndarray,
         y: np.ndarray,
         validation: tuple[np.ndarray, np.ndarray],
@@ -247,7 +248,7 @@ class TrialStack:
         dual_seed: int = 0,
         shuffle: bool = True,
     ) -> list[SlotResult | None]:
-        """Train the trials (already `load`ed) on the same batches, handing each trial's epoch
+        """Train the `load`ed trials on the same batches, handing each trial's epoch
         metrics to `on_epoch(slot, metrics, step)`.
 
         Batches are shuffled per epoch from `shuffle_seed` and the epoch alone, so a trial sees
@@ -255,7 +256,7 @@ class TrialStack:
         after every batch by `dual_lr` (shrinking to a quarter over its epochs), on the batch's
         rate or, with `held_out` rows, on a draw of them (from `dual_seed`).
         """
-        x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+        x, y, trials = np.asarray(x, np.float32), np.asarray(y, np.float32), self.trials
         epochs = [0 if t is None else t.epochs for t in trials]
         ended: dict[int, SlotResult] = {}
         last: dict[int, dict[str, float]] = {}
