@@ -112,7 +112,13 @@ SLOW_TRIALS = [
 ]
 # Two steps of three trials trained together, a few seconds each: long enough to interrupt the
 # second step mid-training.
-SLOW_STEPS = [*SLOW_TRIALS[:-1], "search.max_trials=6", "search.trials_per_step=3"]
+SLOW_STEPS = [
+    "data.n_samples=6000",
+    "search.max_trials=6",
+    "search.epochs=300",  # about 8 s per step of 3
+    "model.hidden_units=[16]",
+    "search.trials_per_step=3",
+]
 
 
 def sweep_process(args: list[str], cwd: Path, stderr=subprocess.DEVNULL) -> subprocess.Popen:
@@ -149,8 +155,9 @@ def in_second_trial(sweep: subprocess.Popen, tmp_path: Path, after: str = "trial
 
 
 def in_second_step(sweep: subprocess.Popen, tmp_path: Path) -> MlflowClient:
-    """`in_second_trial` for `SLOW_STEPS`: once trials 0-2 are done and trial 3 is training."""
-    return in_second_trial(sweep, tmp_path, after="trial 2:", running="3")
+    """`in_second_trial` for `SLOW_STEPS`: once trials 0-2 are done and trials 3-5 are training
+    (the run of the step's last one exists)."""
+    return in_second_trial(sweep, tmp_path, after="trial 2:", running="5")
 
 
 def _live_parent(pid: int) -> int | None:
