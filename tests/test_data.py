@@ -17,15 +17,19 @@ def test_synthetic_has_the_requested_share_above_the_limit():
 def test_split_is_deterministic_and_disjoint():
     a, b = load(DataConfig(n_samples=200, limit=1.0)), load(DataConfig(n_samples=200, limit=1.0))
     np.testing.assert_array_equal(a.x_val, b.x_val)
-    assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (120, 40, 40)
-    assert a.x_train.dtype == np.float32 and a.y_train.shape == (120, 4)
+    np.testing.assert_array_equal(a.x_cal, b.x_cal)
+    assert (len(a.x_train), len(a.x_val), len(a.x_test), len(a.x_cal)) == (90, 40, 40, 30)
+    assert a.x_train.dtype == np.float32 and a.y_train.shape == (90, 4)
     assert abs(a.x_train.mean()) < 0.05
+    # no row in two parts (the features of distinct rows differ)
+    everything = np.concatenate([a.x_train, a.x_val, a.x_test, a.x_cal])
+    assert len(np.unique(everything, axis=0)) == 200
 
 
 @pytest.mark.parametrize(("name", "rows", "outputs"), [("diabetes", 442, 1), ("breast_cancer", 569, 1)])
 def test_bundled_sklearn_sets(name, rows, outputs):
     data = load(DataConfig(name=name, limit=1.0))
-    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == rows
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) + len(data.x_cal) == rows
     assert data.n_outputs == outputs
 
 

@@ -75,6 +75,12 @@ BEFORE_TENSORFLOW = [
     (["data.seed=-1"], "data.seed: must be in 0..2147483647, got -1"),
     (["search.seed=-1"], "search.seed: must be in 0..2147483647, got -1"),
     (["search.seed=4294967296"], "search.seed: must be in 0..2147483647, got 4294967296"),
+    # Splits
+    (["data.calibration_fraction=0.6"], "data.calibration_fraction: must be in [0, 0.5), got 0.6"),
+    (
+        ["data.calibration_fraction=0.45"],
+        "data.calibration_fraction: val, test and calibration fractions take 0.85 of the rows; leave at least 0.2",
+    ),
     # Trials per step
     (["search.trials_per_step=0"], "search.trials_per_step: expected auto or a whole number in 1..1024, got '0'"),
     (["search.trials_per_step=many"], "search.trials_per_step: expected auto or a whole number in 1..1024, got 'many'"),

@@ -122,3 +122,34 @@ def test_train_refuses_a_searched_value():
         ConfigError, match=r"penalty.threshold_offset: exceedance-train needs a fixed value .*-0.5..0.2"
     ):
         require_fixed(config)
+
+
+@pytest.mark.slow
+def test_train_certify_ships_a_model_with_the_offset_and_its_certificate(tmp_path, store, capsys):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    overrides = [*store, "name=certified", "data.n_samples=2000", "search.max_trials=3", "search.epochs=3"]
+    run(compose_config([*overrides, "model.hidden_units=[8]"]), report=lambda _: None)
+    out = tmp_path / "pick"
+    pick_main(["certified", "--max-exceedance", "0.5", "--tracking-uri", uri, "--out", str(out)])
+    assert "max_exceedance: 0.5" in (out / "picked.yaml").read_text()  # the rule, for --certify's default
+
+    train_main([str(out / "picked.yaml"), f"tracking.uri={uri}", "--certify", "0.02"])
+    printed = capsys.readouterr().out
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("certified", "champion")
+    tags = version.tags
+    offset, bound = float(tags["exceedance.certificate.offset"]), float(tags["exceedance.certificate.upper_bound"])
+    assert float(tags["exceedance.certificate.max_exceedance"]) == 0.02
+    assert float(tags["exceedance.certificate.delta"]) == pytest.approx(0.05)
+    assert int(tags["exceedance.certificate.rows"]) == 300  # 15 % of 2,000 rows
+    assert offset > 0 and bound <= 0.02  # the model exceeded more than 2 %: it ships lowered
+    training = client.get_run(version.run_id).data.metrics
+    assert training["test_exceedance_rate"] < training["test_before_offset_exceedance_rate"]
+    assert "Certificate: exceedance rate <= 0.02 with confidence 0.95" in printed
+    # the shipped model applies the offset itself: raw features in, lowered outputs out
+    config = compose_file(out / "picked.yaml", [f"tracking.uri={uri}"])
+    dataset = data_module.load(config.data)
+    mlflow.set_tracking_uri(uri)
+    shipped = mlflow.keras.load_model("models:/certified@champion")
+    outputs = shipped.predict(dataset.raw(dataset.x_cal), verbose=0)
+    assert np.mean(outputs > config.data.limit) <= 0.02

@@ -70,6 +70,9 @@ class DataConfig:
     seed: int = 0
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    # Rows no search or pick ever reads: exceedance-train --certify bounds the shipped model's
+    # exceedance rate on them (their labels are not used).
+    calibration_fraction: float = 0.15
     # synthetic only
     n_samples: int = 6000
     n_features: int = 8

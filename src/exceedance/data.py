@@ -7,7 +7,7 @@ statistics. Nothing is downloaded: the real data sets ship inside scikit-learn.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,8 @@ class Dataset:
     feature_mean: np.ndarray
     feature_std: np.ndarray
     target: TargetScale = TargetScale()
+    # Features of the calibration rows, which no search trains, validates or tests on.
+    x_cal: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """Undo the standardization: the features as the user has them."""
@@ -249,14 +251,22 @@ def _check(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def split(
-    x: np.ndarray, y: np.ndarray, val_fraction: float, test_fraction: float, seed: int, scale_targets: bool = False
+    x: np.ndarray,
+    y: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    scale_targets: bool = False,
+    calibration_fraction: float = 0.0,
 ) -> Dataset:
-    """Shuffle with `seed`, split, standardize features with training statistics and, with
-    `scale_targets`, targets with one mean and standard deviation over all training outputs."""
+    """Shuffle with `seed`, split (test, validation, calibration, training rows), standardize
+    features with training statistics and, with `scale_targets`, targets with one mean and
+    standard deviation over all training outputs."""
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
     n_val = max(1, round(len(x) * val_fraction))
-    test, val, train = np.split(order, [n_test, n_test + n_val])
+    n_cal = round(len(x) * calibration_fraction)
+    test, val, cal, train = np.split(order, [n_test, n_test + n_val, n_test + n_val + n_cal])
     mean, std = x[train].mean(axis=0), x[train].std(axis=0)
     std[std == 0] = 1.0
     target = TargetScale()
@@ -271,7 +281,9 @@ def split(
             raise ConfigError("data: a feature column cannot be standardized (its spread is too small for its values)")
         return scaled, target.to_model(y[idx]).astype(np.float32)
 
-    return Dataset(*part(train), *part(val), *part(test), feature_mean=mean, feature_std=std, target=target)
+    return Dataset(
+        *part(train), *part(val), *part(test), feature_mean=mean, feature_std=std, target=target, x_cal=part(cal)[0]
+    )
 
 
 # Data set name -> its loader: the `data` section in, features and targets out (any shapes and
@@ -297,4 +309,6 @@ def load(config: DataConfig) -> Dataset:
         raise ConfigError(f"data.name: unknown data set {config.name!r}; allowed: {', '.join(LOADERS)}")
     x, y = LOADERS[config.name](config)
     x, y = _check(x, y)
-    return split(x, y, config.val_fraction, config.test_fraction, config.seed, config.scale_targets)
+    return split(
+        x, y, config.val_fraction, config.test_fraction, config.seed, config.scale_targets, config.calibration_fraction
+    )

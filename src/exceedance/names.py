@@ -17,6 +17,7 @@ FAILURE_REASON = "exceedance.failure_reason"  # why a FAILED trial failed
 MODEL_NAME = "exceedance.model_name"  # on a training run: the registered model it became
 PARENT = "mlflow.parentRunId"  # MLflow's own: a trial run's search run
 ON_FRONT = "pareto"  # "true" on a trial that is on its search's Pareto front
+CERTIFICATE = "exceedance.certificate."  # prefix of a certified model's tags (certify.Certificate's fields)
 PICKED = "picked"  # "true" on the one trial of an experiment `exceedance-pick` picked last
 OVERRIDES, JOB_NUM = "hydra.overrides", "hydra.job_num"  # a multirun job's parent run
 

@@ -103,9 +103,13 @@ def pick(records: list[pareto.FinishedTrial], rule: Rule) -> PickResult:
     return PickResult(rows, picked, quality_name, records, index, on_front)
 
 
-def export_config(search_config: str, picked: pareto.FinishedTrial, path: Path) -> Path:
+def export_config(
+    search_config: str, picked: pareto.FinishedTrial, path: Path, max_exceedance: float | None = None
+) -> Path:
     """Write a Hydra config that retrains exactly the picked trial: its search's config (the
-    YAML text the search logged) with every searched value fixed and one trial.
+    YAML text the search logged) with every searched value fixed and one trial. The pick's
+    exceedance cap, when its rule had one, is kept as `search.max_exceedance`: the rate
+    `exceedance-train --certify` certifies by default.
 
     Run it with `exceedance-train PATH`, or as a one-trial search with
     `exceedance-sweep --config-path DIR --config-name picked`.
@@ -133,7 +137,13 @@ def export_config(search_config: str, picked: pareto.FinishedTrial, path: Path) 
     # A trial trains with seed search.seed + trial id; the single retrained trial has id 0.
     seed = int(config["search"]["seed"]) + int(picked.trial_id)
     config["search"].update(
-        {"learning_rate": {"low": rate, "high": rate}, "max_trials": 1, "oracle": "random", "seed": seed}
+        {
+            "learning_rate": {"low": rate, "high": rate},
+            "max_trials": 1,
+            "oracle": "random",
+            "seed": seed,
+            "max_exceedance": max_exceedance,
+        }
     )
     config["name"] = f"{config['name']}-picked"
     header = f"# Trial {picked.trial_id} (MLflow run {picked.run_id}), picked from its Pareto front.\n"
@@ -228,7 +238,7 @@ def run_pick(
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "pareto.png"
     figure.savefig(png, dpi=100)
-    exported = export_config(config_text, picked, out_dir / "picked.yaml")
+    exported = export_config(config_text, picked, out_dir / "picked.yaml", rule.max_exceedance)
     from exceedance.recording.experiment import Experiment  # MLflow's client, for the one write
 
     Experiment(uri, experiment).mark_picked(picked.run_id)

@@ -8,6 +8,7 @@ standardization the trials trained behind is folded into the model as its first 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from exceedance import data as data_module
 from exceedance import names
+from exceedance.certify import Certificate, certify, hb_p_value
 from exceedance.config import PENALTY_FORMS, Config, Range
 from exceedance.errors import ConfigError
 from exceedance.recording.experiment import Experiment
@@ -36,6 +38,8 @@ class TrainResult:
     rows: int
     reload_max_abs_diff: float
     tracking_uri: str
+    certificate: Certificate | None = None
+    test_before_offset: dict[str, float] | None = None
 
 
 def require_fixed(config: Config) -> None:
@@ -93,10 +97,11 @@ def default_model_name(config: Config) -> str:
     return config.name.removesuffix("-picked")
 
 
-def for_serving(model, dataset: data_module.Dataset, hypermodel):
+def for_serving(model, dataset: data_module.Dataset, hypermodel, offset: float = 0.0):
     """`model` as users call it: raw features in (a fixed standardization layer first), targets in
-    their units out (the training-time target scaling undone last), compiled with the loss and
-    metrics in those units, so its saved compile config and its scores read as the user's."""
+    their units out (the training-time target scaling undone last, and a certified `offset`
+    subtracted in the same layer), compiled with the loss and metrics in those units, so its
+    saved compile config and its scores read as the user's."""
     import keras
 
     from exceedance.losses import PenalizedLoss
@@ -105,7 +110,7 @@ def for_serving(model, dataset: data_module.Dataset, hypermodel):
     mean, std, target = dataset.feature_mean, dataset.feature_std, dataset.target
     inputs = keras.Input(shape=(len(mean),), name="features")
     scaled = keras.layers.Normalization(mean=mean, variance=np.square(std), name="standardize")(inputs)
-    outputs = keras.layers.Rescaling(target.scale, target.shift, name="to_target_units")(model(scaled))
+    outputs = keras.layers.Rescaling(target.scale, target.shift - offset, name="to_target_units")(model(scaled))
     shipped = keras.Model(inputs, outputs, name=f"{model.name}_standardized")
     trained = model.loss
     loss = PenalizedLoss(
@@ -121,8 +126,32 @@ def for_serving(model, dataset: data_module.Dataset, hypermodel):
     return shipped
 
 
-def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callable[[str], None] = print) -> TrainResult:
-    """Train `config` on train+val, evaluate on test, log and register the model, set `alias`.
+def check_certifiable(rows: int, max_exceedance: float, confidence: float) -> None:
+    """Raise `ConfigError` unless `rows` calibration rows are enough to certify `max_exceedance`
+    at `confidence` (even with no exceedance among them), before anything trains."""
+    for option, value in (("--certify", max_exceedance), ("--confidence", confidence)):
+        if not 0 < value < 1:
+            raise ConfigError(f"{option}: must be a rate in (0, 1), got {value:g}")
+    if hb_p_value(0.0, max_exceedance, rows) > 1 - confidence:
+        needed = math.ceil(math.log(1 - confidence) / math.log1p(-max_exceedance))
+        raise ConfigError(
+            f"--certify: {rows} calibration rows cannot certify an exceedance rate <= {max_exceedance:g} at "
+            f"confidence {confidence:g} (it takes at least {needed}); raise data.calibration_fraction or lower "
+            "--confidence"
+        )
+
+
+def train(
+    config: Config,
+    model_name: str,
+    alias: str = CHAMPION,
+    report: Callable[[str], None] = print,
+    max_exceedance: float | None = None,
+    confidence: float = 0.95,
+) -> TrainResult:
+    """Train `config` on train+val, evaluate on test, log and register the model, set `alias`;
+    with `max_exceedance`, certify it on the calibration rows first (`certify.certify`) and
+    ship it with the offset that makes the certificate hold.
 
     Everything that can be wrong with the input is checked before TensorFlow is imported and
     before anything is written to MLflow.
@@ -141,6 +170,8 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
     require_fixed(config)
     check_registry_names(model_name, alias)
     dataset = data_module.load(config.data)
+    if max_exceedance is not None:
+        check_certifiable(len(dataset.x_cal), max_exceedance, confidence)
     uri = connect(config.tracking)
 
     import keras
@@ -176,13 +207,34 @@ def train(config: Config, model_name: str, alias: str = CHAMPION, report: Callab
         shipped = for_serving(model, dataset, hypermodel)
         x_test, y_test = dataset.raw(dataset.x_test), dataset.target.to_user(dataset.y_test)
         test = shipped.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
+        certificate, before = None, None
+        if max_exceedance is not None:
+            outputs = shipped.predict(dataset.raw(dataset.x_cal), batch_size=1024, verbose=0)
+            certificate = certify(outputs, config.data.limit, max_exceedance, 1 - confidence)
+            report(
+                f"certified on {certificate.rows} calibration rows: exceedance rate <= {max_exceedance:g} at "
+                f"confidence {confidence:g} with an output offset of {certificate.offset:.4g} "
+                f"({certificate.exceedances} outputs above the limit after it; bound {certificate.upper_bound:.4g})"
+            )
+            if certificate.offset > 0:
+                shipped, before = for_serving(model, dataset, hypermodel, certificate.offset), test
+                test = shipped.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
+                experiment.log_metrics(
+                    run_id, {f"test_before_offset_{k}": v for k, v in before.items()}, step=config.search.epochs
+                )
+            experiment.set_tags({run_id: certificate.as_tags(names.CERTIFICATE)})
         experiment.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
         predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
         signature = infer_signature(x_test, predictions)
         version, model_uri = register_model(experiment, run_id, shipped, signature, model_name, alias)
+        if certificate is not None:
+            for key, value in certificate.as_tags(names.CERTIFICATE).items():
+                experiment.client.set_model_version_tag(model_name, version, key, value)
     except BaseException:
         experiment.end_run(run_id, "FAILED")
         raise
     reloaded = load_model(experiment, model_uri)
     diff = float(np.max(np.abs(reloaded.predict(x_test, batch_size=1024, verbose=0) - predictions)))
-    return TrainResult(run_id, model_uri, version, {k: float(v) for k, v in test.items()}, len(x), diff, uri)
+    scores = {k: float(v) for k, v in test.items()}
+    before = None if before is None else {k: float(v) for k, v in before.items()}
+    return TrainResult(run_id, model_uri, version, scores, len(x), diff, uri, certificate, before)

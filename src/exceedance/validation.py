@@ -75,6 +75,17 @@ def validate(config: Config) -> None:
     for name in ("val_fraction", "test_fraction"):
         value = getattr(data, name)
         _require(0 < value < 0.5, f"data.{name}", f"must be in (0, 0.5), got {value}")
+    _require(
+        0 <= data.calibration_fraction < 0.5,
+        "data.calibration_fraction",
+        f"must be in [0, 0.5), got {data.calibration_fraction}",
+    )
+    held = data.val_fraction + data.test_fraction + data.calibration_fraction
+    _require(
+        held <= 0.8,
+        "data.calibration_fraction",
+        f"val, test and calibration fractions take {held:.3g} of the rows; leave at least 0.2 to train on",
+    )
     _require(0 < data.exceed_share < 1, "data.exceed_share", f"must be in (0, 1), got {data.exceed_share}")
     for name in ("n_samples", "n_features", "n_outputs"):
         _require(getattr(data, name) >= 1, f"data.{name}", f"must be >= 1, got {getattr(data, name)}")

@@ -13,6 +13,7 @@ from exceedance.errors import ConfigError, redact
 from exceedance.train import CHAMPION, TrainResult, check_registry_names, default_model_name, train
 
 COMMAND = "exceedance-train"
+PICKS_RATE = -1.0  # --certify without a rate: the one the pick's rule capped
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,6 +22,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. tracking.uri=http://127.0.0.1:5000")
     p.add_argument("--model-name", default=None, help="registered model name (default: the sweep's name)")
     p.add_argument("--alias", default=CHAMPION, help=f"alias set on the new version (default: {CHAMPION})")
+    p.add_argument(
+        "--certify",
+        nargs="?",
+        type=float,
+        const=PICKS_RATE,
+        default=None,
+        metavar="E",
+        help="certify an exceedance rate <= E on the calibration rows and ship the model with the output offset "
+        "that makes it hold (default E: the pick's --max-exceedance)",
+    )
+    p.add_argument("--confidence", type=float, default=0.95, help="the certificate's confidence (default: 0.95)")
     return p
 
 
@@ -49,7 +61,30 @@ def _compose_and_train(args: argparse.Namespace) -> tuple[Config, TrainResult]:
     config = compose_file(args.config, args.overrides)
     model_name = args.model_name or default_model_name(config)
     check_registry_names(model_name, args.alias)
-    return config, train(config, model_name, args.alias)
+    rate = args.certify
+    if rate == PICKS_RATE:
+        rate = config.search.max_exceedance
+        if rate is None:
+            raise ConfigError(
+                "--certify: the picked config records no exceedance cap (its pick's rule had none); "
+                "give the rate, e.g. --certify 0.02"
+            )
+    return config, train(config, model_name, args.alias, max_exceedance=rate, confidence=args.confidence)
+
+
+def certificate_lines(result: TrainResult) -> str:
+    """The certificate, and what the offset did on the test rows (never used to choose it)."""
+    cert, test = result.certificate, result.test
+    before = result.test_before_offset or test
+    within = "within" if test["exceedance_rate"] <= cert.upper_bound else "OUTSIDE"
+    quality = next(k for k in test if k not in ("loss", "base_loss", "penalty", "exceedance_count", "exceedance_rate"))
+    return (
+        f"Certificate: exceedance rate <= {cert.max_exceedance:g} with confidence {1 - cert.delta:g} "
+        f"(bound {cert.upper_bound:.4g} on {cert.rows} calibration rows, output offset {cert.offset:.4g})\n"
+        f"Test rows before / after the offset: {quality} {before[quality]:.4g} / {test[quality]:.4g}, "
+        f"exceedance_rate {before['exceedance_rate']:.4g} / {test['exceedance_rate']:.4g} "
+        f"({within} the certified bound)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nTest rows (limit {config.data.limit:g}): {scores}")
     print(f"Registered {result.model_uri} (version {result.version}, run {result.run_id})")
     print(f"Loaded back by alias: predictions match to {result.reload_max_abs_diff:.2g}")
+    if result.certificate is not None:
+        print(certificate_lines(result))
     print(
         "Use it: import exceedance.losses, exceedance.metrics, mlflow, mlflow.keras; "
         f'mlflow.set_tracking_uri("{redact(result.tracking_uri)}"); '

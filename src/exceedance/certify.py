@@ -1,0 +1,136 @@
+"""A certified exceedance rate: an upper confidence bound, and the smallest output offset that meets it.
+
+Whether a prediction exceeds the limit depends on the inputs alone, so a model's exceedance
+rate on new rows can be bounded from unlabelled rows drawn like them. Rows are exchangeable;
+the outputs of one row are not independent of each other, so what is bounded is the mean of
+each row's *share* of outputs above the limit, a variable in [0, 1] with one value per row,
+with the Hoeffding-Bentkus bound (Bates, Angelopoulos, Lei, Malik, Jordan: "Distribution-free,
+risk-controlling prediction sets", JACM 2021, its HB p-value). Its mean equals the pooled rate
+(every row has the same number of outputs), but its sample size is the number of rows.
+
+The offset: predictions `f(x) - b` exceed less as `b` grows, so the risk is monotone in `b` and
+the smallest `b >= 0` whose upper bound is at most `E` gives `P(rate(b) > E) <= delta` (the
+risk-controlling prediction sets' theorem; scanning the offsets in increasing order stops at the
+same `b` as the fixed-sequence test from the largest down, since the bound is monotone too).
+
+NumPy and SciPy only: the pick uses it without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+METHOD = "hoeffding-bentkus upper bound on the per-row share above the limit (RCPS)"
+
+
+class CannotCertify(ValueError):
+    """No offset certifies the rate with these rows (too few of them for the confidence)."""
+
+
+def hb_p_value(rate: float, target: float, rows: int) -> float:
+    """The Hoeffding-Bentkus p-value of "the true rate exceeds `target`", given the mean `rate`
+    of `rows` exchangeable values in [0, 1].
+
+    Example:
+        `hb_p_value(0.0, 0.02, 300)` is 0.0023 (= 0.98 ** 300): no exceedance in 300 rows
+        rejects a true rate above 2 % at any confidence up to 99.7 %.
+    """
+    if target >= 1.0:
+        return 1.0
+    if rate >= target:
+        return 1.0
+    a = max(rate, 0.0)
+    kl = (a * math.log(a / target) if a > 0 else 0.0) + (1 - a) * math.log((1 - a) / (1 - target))
+    hoeffding = math.exp(-rows * kl)
+    bentkus = math.e * float(stats.binom.cdf(math.ceil(rows * rate - 1e-9), rows, target))
+    return min(hoeffding, bentkus, 1.0)
+
+
+def upper_bound(rate: float, rows: int, delta: float) -> float:
+    """The smallest rate the Hoeffding-Bentkus test cannot reject at level `delta`: with
+    probability at least `1 - delta`, the true rate is at most this."""
+    low, high = rate, 1.0
+    for _ in range(60):  # bisection to ~1e-18
+        middle = (low + high) / 2
+        if hb_p_value(rate, middle, rows) <= delta:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What a certification found: the offset to subtract from the outputs, and the rate bound."""
+
+    max_exceedance: float
+    delta: float
+    offset: float
+    rows: int
+    exceedances: int  # outputs above the limit after the offset
+    rate: float  # their share of all outputs
+    upper_bound: float
+    method: str = METHOD
+
+    def holds(self) -> bool:
+        return self.upper_bound <= self.max_exceedance
+
+    def as_tags(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}{name}": str(value) for name, value in asdict(self).items()}
+
+
+def excesses(outputs: np.ndarray, limit: float) -> np.ndarray:
+    """Every output's excess over the limit, rows by outputs."""
+    outputs = np.asarray(outputs, dtype=float)
+    return (outputs.reshape(len(outputs), -1) if outputs.ndim != 2 else outputs) - limit
+
+
+def certify(outputs: np.ndarray, limit: float, max_exceedance: float, delta: float) -> Certificate:
+    """The smallest offset `b >= 0` such that `outputs - b` exceed `limit` at a rate at most
+    `max_exceedance` with probability at least `1 - delta`, on new rows drawn like these.
+
+    Args:
+        outputs: the model's outputs on the calibration rows, `(rows, outputs)`, in the limit's units.
+        limit: the evaluation limit.
+        max_exceedance: the rate to certify, E.
+        delta: 1 - confidence.
+
+    Returns:
+        The `Certificate` (offset 0 when the model already certifies).
+
+    Raises:
+        CannotCertify: no offset does, because there are too few rows for this confidence.
+    """
+    excess = excesses(outputs, limit)
+    rows, size = excess.shape[0], excess.size
+    if hb_p_value(0.0, max_exceedance, rows) > delta:
+        needed = math.ceil(math.log(delta) / math.log1p(-max_exceedance)) if max_exceedance > 0 else math.inf
+        raise CannotCertify(
+            f"cannot certify an exceedance rate <= {max_exceedance:g} at confidence {1 - delta:g} with {rows} rows: "
+            f"even with no exceedance the bound is {upper_bound(0.0, rows, delta):.4g}; "
+            f"it takes at least {needed} rows (or a lower confidence)"
+        )
+    ordered = np.sort(excess[excess > 0])  # the offsets at which the rate changes
+    candidates = np.concatenate([[0.0], ordered])
+    above = len(ordered) - np.searchsorted(ordered, candidates, side="right")  # outputs still above, per offset
+    for offset, count in zip(candidates, above, strict=True):
+        rate = count / size
+        if hb_p_value(rate, max_exceedance, rows) <= delta:
+            bound = upper_bound(rate, rows, delta)
+            return Certificate(max_exceedance, delta, float(offset), rows, int(count), rate, bound)
+    raise AssertionError("unreachable: no exceedance at the largest offset certifies")  # checked above
+
+
+def check(outputs: np.ndarray, limit: float, max_exceedance: float, delta: float) -> Certificate:
+    """Re-check a shipped model on new inputs (no offset is chosen): the observed rate and its
+    upper bound; `holds()` says whether the bound is at most `max_exceedance`."""
+    excess = excesses(outputs, limit)
+    count = int(np.sum(excess > 0))
+    rate = count / excess.size
+    return Certificate(
+        max_exceedance, delta, 0.0, excess.shape[0], count, rate, upper_bound(rate, excess.shape[0], delta)
+    )
