@@ -67,3 +67,23 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, overrides,
     assert message in done.stderr
     assert "tensorflow imported: False" in done.stdout
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "--data", "ok.csv"], "model: 'nope' is not a registered model URI; use models:/NAME@ALIAS"),
+        (["models:/m@a", "--data", "missing.csv"], "data.path: file 'missing.csv' does not exist"),
+        (["models:/m@a", "--data", "nan.csv"], "--data: nan.csv has no rows, or values that are not finite"),
+        (["models:/m@champion", "--data", "ok.csv"], "no MLflow store at"),
+    ],
+)
+def test_certify_refuses_bad_input_in_one_line_before_tensorflow(tmp_path, args, message):
+    from conftest import command, last_line, tensorflow_imported
+
+    make_files(tmp_path)
+    done = command("certify", args, tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in last_line(done)
+    assert not tensorflow_imported(done)
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, compose_config
+from conftest import TINY, command, compose_config, last_line
 from exceedance import data as data_module
 from exceedance.cli.pick import main as pick_main
 from exceedance.cli.train import compose_file
@@ -153,3 +153,32 @@ def test_train_certify_ships_a_model_with_the_offset_and_its_certificate(tmp_pat
     shipped = mlflow.keras.load_model("models:/certified@champion")
     outputs = shipped.predict(dataset.raw(dataset.x_cal), verbose=0)
     assert np.mean(outputs > config.data.limit) <= 0.02
+
+    # Re-certified on new inputs without labels: the test rows (drawn like the calibration rows)
+    # pass; the same rows shifted along the features that raise the outputs fail with exit code 3.
+    mlflow.set_tracking_uri(None)
+    fresh = tmp_path / "fresh.npz"
+    x_test, x_train = dataset.raw(dataset.x_test), dataset.raw(dataset.x_train)
+    np.savez(fresh, x=x_test)
+    raising = np.linalg.lstsq(
+        np.c_[x_train, np.ones(len(x_train))], shipped.predict(x_train, verbose=0).mean(axis=1), rcond=None
+    )[0][:-1]
+    shifted = x_test + 3 * np.sign(raising) * x_train.std(axis=0)
+    above = np.mean(shipped.predict(shifted, verbose=0) > config.data.limit)
+    assert above > 2 * np.mean(shipped.predict(x_test, verbose=0) > config.data.limit) and above > 0.04
+    high = tmp_path / "shifted.csv"
+    header = ",".join(f"f{i}" for i in range(shifted.shape[1]))
+    high.write_text("\n".join([header] + [",".join(map(str, row)) for row in shifted]))
+    args = ["models:/certified@champion", "--tracking-uri", uri, "--max-exceedance", "0.05"]
+    passed = command("certify", [*args, "--data", str(fresh)], tmp_path)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "PASS: the bound" in passed.stdout
+    failed = command("certify", [*args, "--data", str(high)], tmp_path)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "FAIL: the bound" in failed.stdout and "Traceback" not in failed.stderr
+    runs = client.search_runs(
+        [client.get_run(version.run_id).info.experiment_id], "tags.`exceedance.role` = 'certification'"
+    )
+    assert sorted(r.data.tags["exceedance.certificate.result"] for r in runs) == ["FAIL", "PASS"]
+    bad = command("certify", [*args, "--data", str(tmp_path / "missing.csv")], tmp_path)
+    assert bad.returncode == 2 and "does not exist" in last_line(bad)

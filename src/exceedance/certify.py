@@ -69,6 +69,7 @@ class Certificate:
 
     max_exceedance: float
     delta: float
+    limit: float
     offset: float
     rows: int
     exceedances: int  # outputs above the limit after the offset
@@ -121,7 +122,7 @@ def certify(outputs: np.ndarray, limit: float, max_exceedance: float, delta: flo
         rate = count / size
         if hb_p_value(rate, max_exceedance, rows) <= delta:
             bound = upper_bound(rate, rows, delta)
-            return Certificate(max_exceedance, delta, float(offset), rows, int(count), rate, bound)
+            return Certificate(max_exceedance, delta, limit, float(offset), rows, int(count), rate, bound)
     raise AssertionError("unreachable: no exceedance at the largest offset certifies")  # checked above
 
 
@@ -129,8 +130,6 @@ def check(outputs: np.ndarray, limit: float, max_exceedance: float, delta: float
     """Re-check a shipped model on new inputs (no offset is chosen): the observed rate and its
     upper bound; `holds()` says whether the bound is at most `max_exceedance`."""
     excess = excesses(outputs, limit)
-    count = int(np.sum(excess > 0))
+    rows, count = excess.shape[0], int(np.sum(excess > 0))
     rate = count / excess.size
-    return Certificate(
-        max_exceedance, delta, 0.0, excess.shape[0], count, rate, upper_bound(rate, excess.shape[0], delta)
-    )
+    return Certificate(max_exceedance, delta, limit, 0.0, rows, count, rate, upper_bound(rate, rows, delta))

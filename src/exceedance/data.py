@@ -142,7 +142,8 @@ def _read_csv(path: Path, targets: list[str], features: list[str]) -> tuple[np.n
                 f"clean it{hint}"
             ) from None
 
-    return np.stack([column(f) for f in features], axis=1), np.stack([column(t) for t in targets], axis=1)
+    y = np.stack([column(t) for t in targets], axis=1) if targets else np.zeros((len(rows), 0))
+    return np.stack([column(f) for f in features], axis=1), y
 
 
 def _is_number(text: str) -> bool:
@@ -175,7 +176,8 @@ def _read_npz(path: Path, features: list[str], targets: list[str]) -> tuple[np.n
             raise ConfigError(f"data.path: arrays {names} of {path} have different row counts {sorted(rows)}")
         return np.concatenate([loaded[n].reshape(len(loaded[n]), -1) for n in names], axis=1)
 
-    return columns(features), columns(targets)
+    x = columns(features)
+    return x, columns(targets) if targets else np.zeros((len(x), 0))
 
 
 def _real(array: np.ndarray) -> bool:
@@ -190,7 +192,7 @@ def read_file(path: str, targets: list[str], features: list[str] = ()) -> tuple[
 
     Args:
         path: the file.
-        targets: target column names (csv) or array names (npz).
+        targets: target column names (csv) or array names (npz); none for a file of features only.
         features: feature column names (csv; default every non-target column) or array names
             (npz; default `x`).
 
