@@ -19,6 +19,7 @@ from conftest import compose_config, free_port
 from exceedance.cli.pick import main
 from exceedance.cli.train import compose_file
 from exceedance.config import TrackingConfig
+from exceedance.certify import upper_bound
 from exceedance.pareto import FinishedTrial
 from exceedance.pick import export_config
 from exceedance.recording.experiment import Experiment
@@ -29,6 +30,9 @@ from exceedance.validation import validate
 
 QUALITY = np.array([0.90, 0.85, 0.80, 0.70, 0.60, 0.75, 0.50])
 EXCEED = np.array([0.20, 0.08, 0.03, 0.01, 0.0, 0.05, 0.10])
+TEST_EXCEED = EXCEED + 0.005
+TEST_EXCEED[1] = 0.30  # a trial whose test rate falls far above its validation rate's bound
+VAL_ROWS = 400
 
 
 def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = (), limit: float | None = None) -> None:
@@ -48,12 +52,12 @@ def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = (), limit: 
                 "lam": 1.0,
                 "learning_rate": 0.003,
                 "quality": "within_tolerance",
+                "val_rows": VAL_ROWS,
                 **({"limit": limit} if limit is not None else {}),
             },
         )
-        client.log_batch(
-            run_id, metrics=[Metric("val_within_tolerance", q, 0, 1), Metric("val_exceedance_rate", e, 0, 1)]
-        )
+        metrics = [Metric("val_within_tolerance", q, 0, 1), Metric("val_exceedance_rate", e, 0, 1)]
+        client.log_batch(run_id, metrics=[*metrics, Metric("test_exceedance_rate", TEST_EXCEED[i], 0, 1)])
         experiment.end_run(run_id, "FINISHED")
     failed = experiment.start_trial(parent, "9", {"form": "l1", "quality": "within_tolerance"})
     client.log_batch(
@@ -123,6 +127,20 @@ def test_front_table_excludes_failed_and_dominated_and_exports_the_pick(filled, 
     check_front_export_and_tag(uri, tmp / "out", capsys)
 
 
+def test_the_pick_shows_each_rate_bound_and_flags_a_test_rate_above_it(filled, capsys):
+    uri, tmp = filled
+    main(["known", "--knee", "--tracking-uri", uri, "--out", str(tmp / "out")])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line[:3] in ("   ", " * ")]
+    assert "bound95" in lines[0] and "test_rate" in lines[0]
+    for line in lines[1:]:
+        cells = line.removeprefix(" * ").split()
+        flagged = cells[-2] == "!"
+        trial, bound = int(cells[0]), float(cells[-4 if flagged else -3])
+        expected = upper_bound(EXCEED[trial], VAL_ROWS, 0.05)
+        assert float(f"{expected:.4g}") == bound and bound > EXCEED[trial]
+        assert flagged == (trial == 1), line
+
+
 @pytest.mark.slow
 def test_pick_from_a_tracking_server(tmp_path, capsys):
     store = tmp_path / "server-store"
@@ -149,7 +167,9 @@ def test_store_reader_returns_what_mlflow_search_runs_returns(filled):
         assert trial.trial_id == run.data.tags["exceedance.trial_id"]
         assert parent == run.data.tags["mlflow.parentRunId"]
         assert trial.params == {k: v for k, v in run.data.params.items() if k in trial.params}
-        assert set(trial.params) == {"form", "threshold", "threshold_offset", "lam", "learning_rate", "quality"}
+        expected = {"form", "threshold", "threshold_offset", "lam", "learning_rate", "quality", "val_rows"}
+        assert set(trial.params) == expected
+        assert trial.test_exceedance_rate == run.data.metrics["test_exceedance_rate"]
     assert store.experiment_id("nope") is None
 
 

@@ -21,6 +21,7 @@ class FinishedTrial:
     params: dict[str, Any]
     quality: float
     exceedance_rate: float
+    test_exceedance_rate: float = float("nan")  # shown beside the validation rate, never used to choose
 
 
 def to_minimization(values: np.ndarray, directions: list[str]) -> np.ndarray:

@@ -15,10 +15,14 @@ import numpy as np
 import yaml
 
 from exceedance import names, pareto, plots
+from exceedance.certify import upper_bound
 from exceedance.config import QUALITY_DIRECTIONS, TrackingConfig, extra_hyperparameters
 from exceedance.errors import ConfigError, redact
 from exceedance.recording.reader import open_trial_store
 from exceedance.stores import check_store, resolve_uri
+
+# The confidence of the bound the pick shows beside each trial's validation exceedance rate.
+BOUND_CONFIDENCE = 0.95
 
 
 @dataclass
@@ -98,9 +102,24 @@ def pick(records: list[pareto.FinishedTrial], rule: Rule) -> PickResult:
     every = pareto.table(
         [r for r, s in zip(records, shown, strict=True) if s], on_front[shown], names.SEARCHED, direction
     )
+    by_run = {r.run_id: r for r in records}
+    for row in every:  # the validation rate's confidence bound, and the test rate beside it
+        record = by_run[row["run_id"]]
+        row["rate_bound"] = rate_bound(record)
+        row["test_exceedance_rate"] = record.test_exceedance_rate
+        row["test_outside_bound"] = bool(record.test_exceedance_rate > row["rate_bound"])
     rows = [row for row in every if row["pareto"]]
     picked = next(row for row in every if row["run_id"] == records[index].run_id)
     return PickResult(rows, picked, quality_name, records, index, on_front)
+
+
+def rate_bound(trial: pareto.FinishedTrial) -> float:
+    """The upper `BOUND_CONFIDENCE` bound on a trial's exceedance rate on new rows, from its
+    validation rate and rows (NaN for a trial recorded without its row count)."""
+    rows = trial.params.get(names.VAL_ROWS)
+    if rows is None or not np.isfinite(trial.exceedance_rate):
+        return float("nan")
+    return upper_bound(trial.exceedance_rate, int(float(rows)), 1 - BOUND_CONFIDENCE)
 
 
 def export_config(
@@ -231,6 +250,7 @@ def run_pick(
         result.on_front,
         result.quality_name,
         picked=result.picked_index,
+        bounds=np.array([rate_bound(r) for r in records]),
     )
     picked, search_run = trials[result.picked_index]
     config_text = store.run_config(search_run)

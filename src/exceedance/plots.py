@@ -36,8 +36,10 @@ def pareto_front(
     on_front: np.ndarray,
     quality_name: str,
     picked: int | None = None,
+    bounds: np.ndarray | None = None,
 ) -> Figure:
-    """All trials as quality against exceedance rate, coloured by penalty form, front joined."""
+    """All trials as quality against exceedance rate, coloured by penalty form, front joined;
+    with `bounds`, each front trial's upper confidence bound on its rate as an error bar."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots(gridspec_kw=MARGINS)
     forms_arr = np.asarray(forms)
@@ -49,6 +51,19 @@ def pareto_front(
     order = np.argsort(exceedance[on_front])
     ax.plot(exceedance[on_front][order], quality[on_front][order], "k-", lw=1, label="Pareto front")
     ax.scatter(exceedance[on_front], quality[on_front], facecolors="none", edgecolors="k", s=90)
+    if bounds is not None:
+        shown = on_front & np.isfinite(bounds)
+        above = np.clip(bounds[shown] - exceedance[shown], 0, None)
+        ax.errorbar(
+            exceedance[shown],
+            quality[shown],
+            xerr=[np.zeros_like(above), above],
+            fmt="none",
+            ecolor="0.3",
+            capsize=3,
+            lw=0.8,
+            label="95 % upper bound on the rate",
+        )
     if picked is not None:
         ax.scatter(
             [exceedance[picked]],

@@ -137,6 +137,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
         self.progress = Progress(config, report)
         self.slots = 1  # trials per step, set when the search starts
+        self.val_rows = 0
         self._stack = None
         # A finished trial's end, and its predictions to draw once that end is recorded.
         self._finished: dict[str, TrialEnded] = {}
@@ -146,6 +147,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
     def search(self, dataset: Dataset) -> None:
         """Run the search: one trial per model (`search.trials_per_step=1`, keras-tuner's own
         loop), or up to K trials per step, trained side by side in one compiled `TrialStack`."""
+        self.val_rows = len(dataset.x_val)  # recorded per trial: its rate's confidence bound needs it
         rows = max(len(dataset.x_val), len(dataset.x_test), self.config.search.batch_size)
         self.slots = self.hypermodel.slots(self.oracle.max_trials, rows)
         if self.slots == 1:
@@ -245,6 +247,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             names.DATA: data.name,
             names.LIMIT: data.limit,
             names.QUALITY: data.quality,
+            names.VAL_ROWS: self.val_rows,
             "base_loss": self.config.penalty.base_loss,
             "epochs": self._epochs(trial),
             "batch_size": search.batch_size,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error
-from exceedance.cli.table import front_line
+from exceedance.cli.table import cell, front_line
 from exceedance.config import TrackingConfig, safe_name
 from exceedance.errors import has_userinfo, redact
 from exceedance.pick import PickResult, Rule, run_pick
@@ -38,10 +38,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def format_table(result: PickResult) -> str:
-    lines = [f"   {front_line(None)}  run_id"]
+    """The front, each validation rate with its upper bound and the test rate beside it (`!`:
+    the test rate is above the bound)."""
+    lines = [f"   {front_line(None)}  {'bound95':>8}  {'test_rate':>9}   run_id"]
     for row in result.rows:
         mark = " * " if row["run_id"] == result.picked["run_id"] else "   "
-        lines.append(f"{mark}{front_line(row)}  {row['run_id']}")
+        flag = "!" if row["test_outside_bound"] else " "
+        scores = f"{cell(row['rate_bound']):>8}  {cell(row['test_exceedance_rate']):>9} {flag}"
+        lines.append(f"{mark}{front_line(row)}  {scores}  {row['run_id']}")
     return "\n".join(lines)
 
 
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     result, png, exported = exit_on_user_error(COMMAND, _pick, tracking, args, rule)
     print(
         f"Pareto front of {args.experiment!r} ({len(result.records)} finished trials; quality = "
-        f"validation {result.quality_name}); * = picked by rule: {result.rule.describe()}"
+        f"validation {result.quality_name}); * = picked by rule: {result.rule.describe()}; bound95 = 95 % upper "
+        "bound on the exceedance rate of new rows; ! = the test rate (never used to choose) is above it"
     )
     print(format_table(result))
     print(f"\nPlot: {png}\nConfig: {exported}\nRetrain and register it: {next_command(exported, result.tracking_uri)}")

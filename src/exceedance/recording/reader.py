@@ -28,8 +28,8 @@ from exceedance.pareto import FinishedTrial
 from exceedance.server import mlflow_error_code, not_mlflow, request
 
 # What a pick reads of each finished trial: what it tried (and can be exported), how it scored.
-PARAMS = (*names.SEARCHED, names.TARGET_RATE, names.THRESHOLD_OFFSET, names.QUALITY, names.LIMIT)
-METRICS = (names.VAL_EXCEEDANCE_RATE, *names.VAL_QUALITIES)
+PARAMS = (*names.SEARCHED, names.TARGET_RATE, names.THRESHOLD_OFFSET, names.QUALITY, names.LIMIT, names.VAL_ROWS)
+METRICS = (names.VAL_EXCEEDANCE_RATE, *names.VAL_QUALITIES, names.TEST_EXCEEDANCE_RATE)
 ROLE, TRIAL_ID, PARENT = names.ROLE, names.TRIAL_ID, names.PARENT
 PAGE = 5000
 
@@ -40,7 +40,8 @@ def finished_trial(run_id: str, trial_id: str, params: dict[str, Any], metrics: 
     sets are never mixed up."""
     nan = float("nan")
     quality = metrics.get(names.val_quality(params.get(names.QUALITY, "")), nan)
-    return FinishedTrial(run_id, trial_id, params, quality, metrics.get(names.VAL_EXCEEDANCE_RATE, nan))
+    rates = (metrics.get(names.VAL_EXCEEDANCE_RATE, nan), metrics.get(names.TEST_EXCEEDANCE_RATE, nan))
+    return FinishedTrial(run_id, trial_id, params, quality, *rates)
 
 
 class TrialStore(Protocol):
