@@ -214,7 +214,7 @@ def train(
             report(
                 f"certified on {certificate.rows} calibration rows: exceedance rate <= {max_exceedance:g} at "
                 f"confidence {confidence:g} with an output offset of {certificate.offset:.4g} "
-                f"({certificate.exceedances} outputs above the limit after it; bound {certificate.upper_bound:.4g})"
+                f"(outputs above the limit after it: {certificate.exceedances}; bound {certificate.upper_bound:.4g})"
             )
             if certificate.offset > 0:
                 shipped, before = for_serving(model, dataset, hypermodel, certificate.offset), test
