@@ -16,10 +16,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from conftest import compose_config, free_port
+from exceedance.certify import upper_bound
 from exceedance.cli.pick import main
 from exceedance.cli.train import compose_file
 from exceedance.config import TrackingConfig
-from exceedance.certify import upper_bound
 from exceedance.pareto import FinishedTrial
 from exceedance.pick import export_config
 from exceedance.recording.experiment import Experiment

@@ -182,3 +182,9 @@ def test_train_certify_ships_a_model_with_the_offset_and_its_certificate(tmp_pat
     assert sorted(r.data.tags["exceedance.certificate.result"] for r in runs) == ["FAIL", "PASS"]
     bad = command("certify", [*args, "--data", str(tmp_path / "missing.csv")], tmp_path)
     assert bad.returncode == 2 and "does not exist" in last_line(bad)
+
+    # unlabelled rows of the user's own join the calibration rows
+    train_main([str(out / "picked.yaml"), f"tracking.uri={uri}", "--certify", "--calibration-data", str(fresh)])
+    second = client.get_model_version_by_alias("certified", "champion")
+    assert int(second.tags["exceedance.certificate.rows"]) == 300 + len(x_test)
+    assert float(second.tags["exceedance.certificate.max_exceedance"]) == 0.5  # the pick's rule

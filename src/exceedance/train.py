@@ -148,10 +148,12 @@ def train(
     report: Callable[[str], None] = print,
     max_exceedance: float | None = None,
     confidence: float = 0.95,
+    calibration_data: str | None = None,
 ) -> TrainResult:
     """Train `config` on train+val, evaluate on test, log and register the model, set `alias`;
-    with `max_exceedance`, certify it on the calibration rows first (`certify.certify`) and
-    ship it with the offset that makes the certificate hold.
+    with `max_exceedance`, certify it on the calibration rows (and the features of the file
+    `calibration_data`) first (`certify.certify`) and ship it with the offset that makes the
+    certificate hold.
 
     Everything that can be wrong with the input is checked before TensorFlow is imported and
     before anything is written to MLflow.
@@ -170,8 +172,16 @@ def train(
     require_fixed(config)
     check_registry_names(model_name, alias)
     dataset = data_module.load(config.data)
+    extra = np.zeros((0, dataset.n_features), np.float32)  # unlabelled calibration rows, in raw units
+    if calibration_data is not None:
+        extra, _ = data_module.read_file(calibration_data, [])
+        if extra.shape[1] != dataset.n_features or not np.isfinite(extra).all():
+            raise ConfigError(
+                f"--calibration-data: {calibration_data} must hold the {dataset.n_features} feature columns only, "
+                f"as finite numbers (it has {extra.shape[1]} columns)"
+            )
     if max_exceedance is not None:
-        check_certifiable(len(dataset.x_cal), max_exceedance, confidence)
+        check_certifiable(len(dataset.x_cal) + len(extra), max_exceedance, confidence)
     uri = connect(config.tracking)
 
     import keras
@@ -209,7 +219,8 @@ def train(
         test = shipped.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
         certificate, before = None, None
         if max_exceedance is not None:
-            outputs = shipped.predict(dataset.raw(dataset.x_cal), batch_size=1024, verbose=0)
+            rows = np.concatenate([dataset.raw(dataset.x_cal), extra.astype(np.float32)])
+            outputs = shipped.predict(rows, batch_size=1024, verbose=0)
             certificate = certify(outputs, config.data.limit, max_exceedance, 1 - confidence)
             report(
                 f"certified on {certificate.rows} calibration rows: exceedance rate <= {max_exceedance:g} at "

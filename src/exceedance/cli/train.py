@@ -33,6 +33,12 @@ def parser() -> argparse.ArgumentParser:
         "that makes it hold (default E: the pick's --max-exceedance)",
     )
     p.add_argument("--confidence", type=float, default=0.95, help="the certificate's confidence (default: 0.95)")
+    p.add_argument(
+        "--calibration-data",
+        default=None,
+        metavar="FILE",
+        help="more calibration rows for --certify: a .csv of feature columns or a .npz with x (no labels)",
+    )
     return p
 
 
@@ -69,7 +75,14 @@ def _compose_and_train(args: argparse.Namespace) -> tuple[Config, TrainResult]:
                 "--certify: the picked config records no exceedance cap (its pick's rule had none); "
                 "give the rate, e.g. --certify 0.02"
             )
-    return config, train(config, model_name, args.alias, max_exceedance=rate, confidence=args.confidence)
+    return config, train(
+        config,
+        model_name,
+        args.alias,
+        max_exceedance=rate,
+        confidence=args.confidence,
+        calibration_data=args.calibration_data,
+    )
 
 
 def certificate_lines(result: TrainResult) -> str:
