@@ -24,11 +24,19 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import bdtr  # the binomial CDF (lighter to import than scipy.stats)
 
+from exceedance.errors import ConfigError
+
 METHOD = "hoeffding-bentkus upper bound on the per-row share above the limit (RCPS)"
 
 
 class CannotCertify(ValueError):
     """No offset certifies the rate with these rows (too few of them for the confidence)."""
+
+
+def require_rate(option: str, value: float) -> None:
+    """Raise `ConfigError` unless `value` (a rate or a confidence) is in (0, 1)."""
+    if not 0 < value < 1:
+        raise ConfigError(f"{option}: must be a rate in (0, 1), got {value:g}")
 
 
 def hb_p_value(rate: float, target: float, rows: int) -> float:

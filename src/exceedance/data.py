@@ -221,6 +221,18 @@ def read_file(path: str, targets: list[str], features: list[str] = ()) -> tuple[
         raise ConfigError(f"data.path: {path} is not a readable {kind} ({type(err).__name__}: {err})") from None
 
 
+def read_features(path: str, option: str, width: int | None = None) -> np.ndarray:
+    """The features of a file without labels (a `.csv` of feature columns or a `.npz` with `x`),
+    raising `ConfigError` for a file `read_file` refuses, no rows, values that are not finite, or
+    (given `width`) another number of columns."""
+    x, _ = read_file(path, [])
+    if len(x) == 0 or not np.isfinite(x).all():
+        raise ConfigError(f"{option}: {path} has no rows, or values that are not finite numbers (nan, inf); clean it")
+    if width is not None and x.shape[1] != width:
+        raise ConfigError(f"{option}: {path} has {x.shape[1]} feature columns; the model takes {width}")
+    return x.astype(np.float32)
+
+
 # Scaled features and targets train in float32: values beyond this overflow it.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -63,9 +63,9 @@ def register_model(experiment: Experiment, run_id: str, model, signature, name: 
     return version, f"models:/{name}@{alias}"
 
 
-def load_model(experiment: Experiment, model_uri: str):
-    """Load a Keras model from the experiment's store, e.g. `models:/NAME@champion`."""
+def load_model(uri: str, model_uri: str):
+    """Load a Keras model from the store at `uri`, e.g. `models:/NAME@champion`."""
     import mlflow.keras
 
-    with _fluent_store(experiment.uri):
+    with _fluent_store(uri):
         return mlflow.keras.load_model(model_uri)

@@ -16,7 +16,7 @@ import numpy as np
 
 from exceedance import data as data_module
 from exceedance import names
-from exceedance.certify import Certificate, certify, hb_p_value
+from exceedance.certify import Certificate, certify, hb_p_value, require_rate
 from exceedance.config import PENALTY_FORMS, Config, Range
 from exceedance.errors import ConfigError
 from exceedance.recording.experiment import Experiment
@@ -129,9 +129,8 @@ def for_serving(model, dataset: data_module.Dataset, hypermodel, offset: float =
 def check_certifiable(rows: int, max_exceedance: float, confidence: float) -> None:
     """Raise `ConfigError` unless `rows` calibration rows are enough to certify `max_exceedance`
     at `confidence` (even with no exceedance among them), before anything trains."""
-    for option, value in (("--certify", max_exceedance), ("--confidence", confidence)):
-        if not 0 < value < 1:
-            raise ConfigError(f"{option}: must be a rate in (0, 1), got {value:g}")
+    require_rate("--certify", max_exceedance)
+    require_rate("--confidence", confidence)
     if hb_p_value(0.0, max_exceedance, rows) > 1 - confidence:
         needed = math.ceil(math.log(1 - confidence) / math.log1p(-max_exceedance))
         raise ConfigError(
@@ -174,12 +173,7 @@ def train(
     dataset = data_module.load(config.data)
     extra = np.zeros((0, dataset.n_features), np.float32)  # unlabelled calibration rows, in raw units
     if calibration_data is not None:
-        extra, _ = data_module.read_file(calibration_data, [])
-        if extra.shape[1] != dataset.n_features or not np.isfinite(extra).all():
-            raise ConfigError(
-                f"--calibration-data: {calibration_data} must hold the {dataset.n_features} feature columns only, "
-                f"as finite numbers (it has {extra.shape[1]} columns)"
-            )
+        extra = data_module.read_features(calibration_data, "--calibration-data", dataset.n_features)
     if max_exceedance is not None:
         check_certifiable(len(dataset.x_cal) + len(extra), max_exceedance, confidence)
     uri = connect(config.tracking)
@@ -244,7 +238,7 @@ def train(
     except BaseException:
         experiment.end_run(run_id, "FAILED")
         raise
-    reloaded = load_model(experiment, model_uri)
+    reloaded = load_model(experiment.uri, model_uri)
     diff = float(np.max(np.abs(reloaded.predict(x_test, batch_size=1024, verbose=0) - predictions)))
     scores = {k: float(v) for k, v in test.items()}
     before = None if before is None else {k: float(v) for k, v in before.items()}

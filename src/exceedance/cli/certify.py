@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from exceedance import names
+from exceedance.certify import Certificate
 from exceedance.cli.errors import exit_on_user_error
 from exceedance.config import TrackingConfig
 from exceedance.errors import ConfigError
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
 class Recheck:
     """What a re-check found, and where it was logged."""
 
-    certificate: object  # certify.Certificate
+    certificate: Certificate
     run_id: str
 
     @property
@@ -72,15 +72,14 @@ def _version(client, model: str):
 
 def recheck(model: str, data: Path, max_exceedance: float | None, confidence: float | None, uri: str) -> Recheck:
     """Score `data` with `model` and bound its exceedance rate; log the re-check in MLflow."""
-    from exceedance.certify import check
-    from exceedance.data import read_file
+    from exceedance.certify import check, require_rate
+    from exceedance.data import read_features
 
     parse_model_uri(model)
-    x, _ = read_file(str(data), [])  # features only; checked before the model is loaded
-    if len(x) == 0 or not np.isfinite(x).all():
-        raise ConfigError(f"--data: {data} has no rows, or values that are not finite numbers (nan, inf); clean it")
+    x = read_features(str(data), "--data")  # checked before the model is loaded
     check_store(uri, TrackingConfig().timeout_s, create=False)
     from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
 
     client = MlflowClient(uri)
     version = _version(client, model)
@@ -91,39 +90,33 @@ def recheck(model: str, data: Path, max_exceedance: float | None, confidence: fl
     rate = max_exceedance if max_exceedance is not None else float(tags[f"{names.CERTIFICATE}max_exceedance"])
     if confidence is None:
         confidence = 1 - float(tags.get(f"{names.CERTIFICATE}delta", 0.05))
-    for option, value in (("--max-exceedance", rate), ("--confidence", confidence)):
-        if not 0 < value < 1:
-            raise ConfigError(f"{option}: must be a rate in (0, 1), got {value:g}")
-
-    import mlflow
-    import mlflow.keras
+    require_rate("--max-exceedance", rate)
+    require_rate("--confidence", confidence)
 
     import exceedance.losses
-    import exceedance.metrics  # noqa: F401
+    import exceedance.metrics  # noqa: F401  (the shipped model's loss and metrics)
+    from exceedance.registry import load_model
 
-    mlflow.set_tracking_uri(uri)
-    try:
-        loaded = mlflow.keras.load_model(model)
-    finally:
-        mlflow.set_tracking_uri(None)
-    width = loaded.input_shape[-1]
-    if x.shape[1] != width:
-        raise ConfigError(f"--data: {data} has {x.shape[1]} feature columns; the model takes {width}")
-    outputs = loaded.predict(x.astype("float32"), batch_size=1024, verbose=0)
-    certificate = check(outputs, float(limit), rate, 1 - confidence)
+    loaded = load_model(uri, model)
+    if x.shape[1] != loaded.input_shape[-1]:
+        raise ConfigError(f"--data: {data} has {x.shape[1]} feature columns; the model takes {loaded.input_shape[-1]}")
+    certificate = check(loaded.predict(x, batch_size=1024, verbose=0), float(limit), rate, 1 - confidence)
     experiment = client.get_run(version.run_id).info.experiment_id
-    run = client.create_run(
-        experiment,
-        run_name=f"certify-{version.name}-v{version.version}",
-        tags={names.ROLE: "certification", "mlflow.parentRunId": version.run_id, "model": model},
+    run_tags = {names.ROLE: "certification", "mlflow.parentRunId": version.run_id, "model": model}
+    run_id = client.create_run(
+        experiment, run_name=f"certify-{version.name}-v{version.version}", tags=run_tags
+    ).info.run_id
+    result = {f"{names.CERTIFICATE}result": "PASS" if certificate.holds() else "FAIL"}
+    now = int(time.time() * 1000)
+    client.log_batch(  # one call: the figures, the data file's name, the certificate
+        run_id,
+        metrics=[
+            Metric("exceedance_rate", certificate.rate, now, 0),
+            Metric("upper_bound", certificate.upper_bound, now, 0),
+        ],
+        params=[Param("data", data.name)],
+        tags=[RunTag(k, v) for k, v in {**certificate.as_tags(names.CERTIFICATE), **result}.items()],
     )
-    run_id = run.info.run_id
-    for key, value in certificate.as_tags(names.CERTIFICATE).items():
-        client.set_tag(run_id, key, value)
-    client.set_tag(run_id, f"{names.CERTIFICATE}result", "PASS" if certificate.holds() else "FAIL")
-    client.log_param(run_id, "data", data.name)
-    client.log_metric(run_id, "exceedance_rate", certificate.rate)
-    client.log_metric(run_id, "upper_bound", certificate.upper_bound)
     client.set_terminated(run_id)
     return Recheck(certificate, run_id)
 
