@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 
 from conftest import compose_config, free_port
 from exceedance.certify import upper_bound
@@ -39,7 +39,7 @@ def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = (), limit: 
     """Experiment `name`: one search of seven finished trials and one failed trial (measured
     against `limit`, when given)."""
     experiment = Experiment(uri, name)
-    parent = experiment.start_search(f"known-key-{limit}", compose_config(list(overrides)), {})
+    parent, _ = experiment.start_search(f"known-key-{limit}", compose_config(list(overrides)), {})
     client = MlflowClient(uri)
     for i, (q, e) in enumerate(zip(QUALITY, EXCEED, strict=True)):
         run_id = experiment.start_trial(
@@ -57,7 +57,7 @@ def fill(uri: str, name: str = "known", overrides: tuple[str, ...] = (), limit: 
             },
         )
         metrics = [Metric("val_within_tolerance", q, 0, 1), Metric("val_exceedance_rate", e, 0, 1)]
-        client.log_batch(run_id, metrics=[*metrics, Metric("test_exceedance_rate", TEST_EXCEED[i], 0, 1)])
+        client.log_batch(run_id, metrics=metrics, tags=[RunTag("test/exceedance_rate", str(TEST_EXCEED[i]))])
         experiment.end_run(run_id, "FINISHED")
     failed = experiment.start_trial(parent, "9", {"form": "l1", "quality": "within_tolerance"})
     client.log_batch(
@@ -169,7 +169,7 @@ def test_store_reader_returns_what_mlflow_search_runs_returns(filled):
         assert trial.params == {k: v for k, v in run.data.params.items() if k in trial.params}
         expected = {"form", "threshold", "threshold_offset", "lam", "learning_rate", "quality", "val_rows"}
         assert set(trial.params) == expected
-        assert trial.test_exceedance_rate == run.data.metrics["test_exceedance_rate"]
+        assert trial.test_exceedance_rate == float(run.data.tags["test/exceedance_rate"])
     assert store.experiment_id("nope") is None
 
 

@@ -32,7 +32,7 @@ def trial_events(trial_id: str, quality: float, exceedance: float) -> list:
         TrialStarted(trial_id, {**PARAMS, **MEASURED}),
         EpochEnded(trial_id, 1, {"loss": 2.0, "val_within_tolerance": quality / 2, "val_exceedance_rate": 0.5}),
         EpochEnded(trial_id, 2, {"loss": 1.0, "val_within_tolerance": quality, "val_exceedance_rate": exceedance}),
-        TrialEnded(trial_id, FINISHED, 2, {"test_loss": 1.1}),
+        TrialEnded(trial_id, FINISHED, 2, {"test/loss": 1.1}),
         TrialPredictions(trial_id, np.linspace(0, 2, 40).reshape(10, 4), 0.8),
     ]
 
@@ -70,7 +70,7 @@ def test_events_become_a_parent_trial_runs_curves_and_a_front(recording, tmp_pat
     assert trials["3"].data.tags["exceedance.failure_reason"] == "training diverged: loss=nan"
     history = client.get_metric_history(trials["0"].info.run_id, "val_exceedance_rate")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.2)]
-    assert client.get_metric_history(trials["0"].info.run_id, "test_loss")[0].step == 2
+    assert trials["0"].data.tags["test/loss"] == "1.1"
     assert trials["0"].data.params["form"] == "l2"
     assert {t: r.data.tags.get("pareto") for t, r in trials.items()} == {
         "0": "true",

@@ -55,10 +55,11 @@ def test_search_records_parent_trials_metrics_and_front(tmp_path, tiny):
             "penalty",
             "exceedance_count",
             "within_tolerance",
-            "test_exceedance_rate",
-            "test_within_tolerance",
         ):
             assert key in trial.data.metrics, key
+        # Test figures are one value each: tags, not one-point metric charts.
+        assert {"test/exceedance_rate", "test/within_tolerance"} <= set(trial.data.tags)
+        assert not any(key.startswith("test") for key in trial.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(trial.info.run_id)}
         assert "predictions.png" in artifacts
 

@@ -56,7 +56,7 @@ def test_sweep_pick_train_registers_a_champion_that_loads_by_alias(tmp_path, tin
     training = client.get_run(version.run_id)
     assert training.info.status == "FINISHED"
     assert training.data.tags["exceedance.role"] == "training"
-    assert {"test_exceedance_rate", "test_within_tolerance", "loss"} <= set(training.data.metrics)
+    assert {"test/exceedance_rate", "test/within_tolerance", "loss"} <= set(training.data.metrics)
 
     config = compose_file(out / "picked.yaml", [])
     dataset = data_module.load(config.data)
@@ -76,10 +76,10 @@ def test_sweep_pick_train_registers_a_champion_that_loads_by_alias(tmp_path, tin
     predictions = np.array(result["predictions"])
     assert predictions.shape == dataset.y_test.shape
     rate = float(np.mean(predictions > config.data.limit))
-    assert rate == pytest.approx(training.data.metrics["test_exceedance_rate"], abs=1e-6)
+    assert rate == pytest.approx(training.data.metrics["test/exceedance_rate"], abs=1e-6)
     assert result["scores"]["exceedance_rate"] == pytest.approx(rate, abs=1e-6)
     assert result["scores"]["within_tolerance"] == pytest.approx(
-        training.data.metrics["test_within_tolerance"], abs=1e-6
+        training.data.metrics["test/within_tolerance"], abs=1e-6
     )
     # The custom loss came back with the picked trial's values; the custom metrics came back too.
     assert result["loss"]["form"] == config.penalty.forms[0]
@@ -144,7 +144,7 @@ def test_train_certify_ships_a_model_with_the_offset_and_its_certificate(tmp_pat
     assert int(tags["exceedance.certificate.rows"]) == 300  # 15 % of 2,000 rows
     assert offset > 0 and bound <= 0.02  # the model exceeded more than 2 %: it ships lowered
     training = client.get_run(version.run_id).data.metrics
-    assert training["test_exceedance_rate"] < training["test_before_offset_exceedance_rate"]
+    assert training["test/exceedance_rate"] < training["test_before_offset/exceedance_rate"]
     assert "Certificate: exceedance rate <= 0.02 with confidence 0.95" in printed
     # the shipped model applies the offset itself: raw features in, lowered outputs out
     config = compose_file(out / "picked.yaml", [f"tracking.uri={uri}"])

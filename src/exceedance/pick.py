@@ -44,6 +44,14 @@ class Rule:
     def is_set(self) -> bool:
         return self.max_exceedance is not None or self.min_quality is not None or self.knee
 
+    def line(self) -> tuple[str, float] | None:
+        """The rule as a line on the front's figure (none for the knee)."""
+        if self.max_exceedance is not None:
+            return ("max_exceedance", self.max_exceedance)
+        if self.min_quality is not None:
+            return ("min_quality", self.min_quality)
+        return None
+
     def describe(self) -> str:
         if self.max_exceedance is not None:
             return f"best quality with exceedance rate <= {self.max_exceedance:g}"
@@ -218,7 +226,8 @@ def same_limit(trials: list, experiment: str, limit: float | None) -> list:
 def run_pick(
     tracking: TrackingConfig, experiment: str, rule: Rule, out_dir: Path, limit: float | None = None
 ) -> tuple[PickResult, Path, Path]:
-    """Pick, tag the picked run `picked=true`, and write the front plot and the exported config.
+    """Pick, tag the picked run `picked=true`, refresh the experiment's `front` run with the pick,
+    and write the front plot, its page and the exported config.
 
     Args:
         limit: pick among the trials of this evaluation limit (needed when they have several).
@@ -251,6 +260,9 @@ def run_pick(
         result.quality_name,
         picked=result.picked_index,
         bounds=np.array([rate_bound(r) for r in records]),
+        title=f"{experiment}: {len(records)} trials, limit {records[0].params.get(names.LIMIT, '?')}",
+        labels=[r.trial_id for r in records],
+        rule=rule.line(),
     )
     picked, search_run = trials[result.picked_index]
     config_text = store.run_config(search_run)
@@ -259,9 +271,13 @@ def run_pick(
     png = out_dir / "pareto.png"
     figure.savefig(png, dpi=100)
     exported = export_config(config_text, picked, out_dir / "picked.yaml", rule.max_exceedance)
-    from exceedance.recording.experiment import Experiment  # MLflow's client, for the one write
+    from exceedance.recording import front  # MLflow's client, for the writes
+    from exceedance.recording.experiment import Experiment
 
-    Experiment(uri, experiment).mark_picked(picked.run_id)
+    tracked = Experiment(uri, experiment)
+    tracked.mark_picked(picked.run_id)
+    # The experiment's `front` run with the rule and the pick; its page beside picked.yaml too.
+    front.publish_locked(tracked, front.Pick(rule.describe(), rule.line(), picked.run_id), out_dir)
     result.tracking_uri = uri
     return result, png, exported
 

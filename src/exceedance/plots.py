@@ -15,17 +15,58 @@ MARGINS = {"left": 0.12, "right": 0.97, "bottom": 0.17, "top": 0.9}
 FORM_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "sigmoid_count": "tab:green"}
 
 
+# Up to this many outputs get a histogram line each; more are pooled into one.
+OUTPUTS_APART = 4
+
+
 def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float) -> Figure:
-    """Histogram of predicted values with the evaluation limit and training threshold marked."""
-    fig = Figure(figsize=(5, 3))
+    """Histogram of validation predictions on a log count axis, so the few above the limit show,
+    with the limit and the training threshold marked and the count above the limit written on
+    it; a few outputs are drawn apart, more are pooled."""
+    fig = Figure(figsize=(5.5, 3.2))
     ax = fig.subplots(gridspec_kw=MARGINS)
-    # One step artist instead of `hist`'s 60 bar patches: same picture, a third of the drawing.
-    counts, edges = np.histogram(np.ravel(predictions), bins=60)
-    ax.stairs(counts, edges, fill=True, color="0.6")
+    values = np.asarray(predictions, dtype=float).reshape(len(predictions), -1)
+    apart = 1 < values.shape[1] <= OUTPUTS_APART
+    edges = np.histogram_bin_edges(values[np.isfinite(values)] if np.isfinite(values).any() else [0.0], bins=60)
+    # One step artist per line instead of `hist`'s bar patches: same picture, a third of the drawing.
+    for column, label in (
+        ((values[:, k], f"output {k}") for k in range(values.shape[1])) if apart else [(np.ravel(values), None)]
+    ):
+        counts, _ = np.histogram(column, bins=edges)
+        ax.stairs(counts, edges, fill=not apart, baseline=0.5, color=None if apart else "0.6", label=label)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.5)
     ax.axvline(limit, color="tab:red", label=f"limit {limit:g}")
     ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.3g}")
-    ax.set(xlabel="prediction", ylabel="count", title="validation predictions")
-    ax.legend()
+    above = int(np.sum(values > limit))
+    ax.text(
+        0.98,
+        0.95,
+        f"{above} of {values.size} above the limit ({above / max(values.size, 1):.2%})",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        color="tab:red",
+        fontsize="small",
+    )
+    ax.set(xlabel="prediction", ylabel="count (log)", title="validation predictions")
+    ax.legend(fontsize="x-small", loc="upper left")
+    return fig
+
+
+def learning_curves(history: dict[str, list[tuple[int, float]]], keys: tuple[str, ...]) -> Figure:
+    """Per-epoch curves, each key's training and validation values on one panel (`history`:
+    metric key -> (epoch, value) pairs, as `loss` and `val_loss`)."""
+    fig = Figure(figsize=(4 * len(keys), 3))
+    axes = np.atleast_1d(fig.subplots(1, len(keys), gridspec_kw={**MARGINS, "left": 0.1, "wspace": 0.3}))
+    for ax, key in zip(axes, keys, strict=True):
+        for name, style in ((key, "-"), (f"val_{key}", "--")):
+            points = history.get(name, [])
+            if points:
+                steps, values = zip(*points, strict=True)
+                ax.plot(steps, values, style, label="validation" if name.startswith("val_") else "training")
+        ax.set(xlabel="epoch", title=key)
+        ax.legend(fontsize="x-small")
     return fig
 
 
@@ -37,11 +78,22 @@ def pareto_front(
     quality_name: str,
     picked: int | None = None,
     bounds: np.ndarray | None = None,
+    title: str = "",
+    labels: list[str] | None = None,
+    rule: tuple[str, float] | None = None,
+    ax=None,
 ) -> Figure:
-    """All trials as quality against exceedance rate, coloured by penalty form, front joined;
-    with `bounds`, each front trial's upper confidence bound on its rate as an error bar."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots(gridspec_kw=MARGINS)
+    """All trials as quality against exceedance rate, coloured by penalty form, front joined.
+
+    Args:
+        bounds: each front trial's upper confidence bound on its rate, drawn as an error bar.
+        title: the figure's title (the experiment, the limit).
+        labels: each trial's id, written beside the front's points.
+        rule: the pick's rule as a line: `("max_exceedance", E)` or `("min_quality", Q)`.
+        ax: draw into these axes (a panel of a larger figure) instead of a new figure.
+    """
+    fig = Figure(figsize=(6.5, 4.2)) if ax is None else ax.figure
+    ax = ax if ax is not None else fig.subplots(gridspec_kw=MARGINS)
     forms_arr = np.asarray(forms)
     for i, form in enumerate(sorted(set(forms), key=str)):
         # A form without a colour of its own still shows (it used to vanish from the figure).
@@ -75,6 +127,14 @@ def pareto_front(
             label="picked",
             zorder=5,
         )
-    ax.set(xlabel="exceedance rate (validation, on the limit)", ylabel=quality_name)
-    ax.legend(fontsize="small")
+    if labels is not None:
+        for i in np.flatnonzero(on_front):
+            ax.annotate(labels[i], (exceedance[i], quality[i]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if rule is not None:
+        kind, value = rule
+        draw = ax.axvline if kind == "max_exceedance" else ax.axhline
+        text = f"rule: exceedance rate <= {value:g}" if kind == "max_exceedance" else f"rule: quality >= {value:g}"
+        draw(value, color="tab:purple", linestyle=":", label=text)
+    ax.set(xlabel="exceedance rate (validation, on the limit)", ylabel=quality_name, title=title)
+    ax.legend(fontsize="x-small")
     return fig

@@ -67,5 +67,8 @@ def load_model(uri: str, model_uri: str):
     """Load a Keras model from the store at `uri`, e.g. `models:/NAME@champion`."""
     import mlflow.keras
 
+    from exceedance.quiet import import_tensorflow
+
+    import_tensorflow()
     with _fluent_store(uri):
         return mlflow.keras.load_model(model_uri)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,13 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 from exceedance import data as data_module
 from exceedance.config import Config
 from exceedance.errors import ConfigError, SearchStopped, TrackingLost
+from exceedance.quiet import import_tensorflow
 from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted
 from exceedance.recording.process import Recorder
 from exceedance.stores import connect, require_free_space
@@ -40,6 +42,8 @@ class SearchResult:
     front: list[dict]
     ui_command: str
     trials: int
+    started: int = 0  # trials this run started: 0 for a rerun of a finished search
+    joint_front: list[dict] = dataclasses.field(default_factory=list)  # the experiment's (`recording.front`)
 
 
 def search_key(config: Config) -> str:
@@ -53,7 +57,9 @@ def search_key(config: Config) -> str:
     return f"{config.name}-{digest}"
 
 
-def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None) -> SearchResult:
+def run(
+    config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None, run_name: str = ""
+) -> SearchResult:
     """Validate, load data, check the store and the tuner directory, claim the search, then run
     and track one keras-tuner search.
 
@@ -64,6 +70,7 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
         config: the composed configuration.
         report: receives one progress line per trial.
         tags: extra tags for the parent run (e.g. Hydra overrides).
+        run_name: the parent run's name (default: `config.name`).
 
     Returns:
         A `SearchResult` with the Pareto table of the search.
@@ -80,7 +87,8 @@ def run(config: Config, report: Callable[[str], None] = print, tags: dict[str, s
     with claim(project):
         recorder = Recorder(config.tracking.timeout_s)  # starts now, alongside the TensorFlow import
         try:
-            return _search(config, key, dataset, uri, recorder, report, tags or {})
+            started = SearchStarted(uri, config, key, tags or {}, run_name)
+            return _search(config, dataset, started, recorder, report)
         except BrokenProcessPool:
             raise SearchStopped(
                 "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
@@ -186,8 +194,9 @@ def ctrl_c_deferred():
 
 
 def _search(
-    config: Config, key: str, dataset: data_module.Dataset, uri: str, recorder: Recorder, report, tags: dict[str, str]
+    config: Config, dataset: data_module.Dataset, started: SearchStarted, recorder: Recorder, report
 ) -> SearchResult:
+    import_tensorflow()
     from exceedance.fitting import use_threads
     from exceedance.oracles import make_oracle
     from exceedance.search import ExceedanceHyperModel
@@ -198,25 +207,26 @@ def _search(
     # Every trial builds a new model, so fit() traces new graphs by design; that warning is noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
-    directory = str(Path(config.search.directory).resolve())
+    directory, key = str(Path(config.search.directory).resolve()), started.search_key
     try:
-        tuner = ExceedanceTuner(
-            make_oracle(config),
-            ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target),
-            config,
-            recorder,
-            directory=directory,
-            project_name=key,
-            overwrite=config.search.overwrite,
-            report=report,
-        )
+        with redirect_stdout(io.StringIO()):  # keras-tuner prints "Reloading Tuner from <file>" on a resume
+            tuner = ExceedanceTuner(
+                make_oracle(config),
+                ExceedanceHyperModel(config, dataset.n_features, dataset.n_outputs, dataset.target),
+                config,
+                recorder,
+                directory=directory,
+                project_name=key,
+                overwrite=config.search.overwrite,
+                report=report,
+            )
     except (ValueError, KeyError, TypeError, OSError) as err:  # state keras-tuner wrote but cannot reload
         raise ConfigError(
             f"search.directory: keras-tuner cannot resume from {directory}/{key} ({type(err).__name__}: {err}); "
             "rerun with search.overwrite=true to start this search over (its MLflow runs are kept)"
         ) from None
     # The parent run is opened (and a resumed one set RUNNING) only once the tuner has loaded.
-    parent_id = recorder.send(SearchStarted(uri, config, key, tags)).result()
+    parent_id = recorder.send(started).result()
     try:
         tuner.search(dataset)
     except TrackingLost:
@@ -233,4 +243,13 @@ def _search(
         reason = tuner.progress.last_failure
         raise SearchStopped(f"search ended with no finished trial; last reason: {reason}. {failure_hint(reason)}")
     front = [row for row in summary.rows if row["pareto"]]
-    return SearchResult(uri, config.name, parent_id, front, summary.ui_command, summary.finished)
+    return SearchResult(
+        started.uri,
+        config.name,
+        parent_id,
+        front,
+        summary.ui_command,
+        summary.finished,
+        summary.started,
+        summary.joint_front,
+    )

@@ -19,6 +19,7 @@ from exceedance import names
 from exceedance.certify import Certificate, certify, hb_p_value, require_rate
 from exceedance.config import PENALTY_FORMS, Config, Range
 from exceedance.errors import ConfigError
+from exceedance.quiet import import_tensorflow
 from exceedance.recording.experiment import Experiment
 from exceedance.registry import load_model, register_model
 from exceedance.stores import connect
@@ -178,6 +179,7 @@ def train(
         check_certifiable(len(dataset.x_cal) + len(extra), max_exceedance, confidence)
     uri = connect(config.tracking)
 
+    import_tensorflow()
     import keras
     import keras_tuner as kt
     from mlflow.models import infer_signature
@@ -225,10 +227,10 @@ def train(
                 shipped, before = for_serving(model, dataset, hypermodel, certificate.offset), test
                 test = shipped.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
                 experiment.log_metrics(
-                    run_id, {f"test_before_offset_{k}": v for k, v in before.items()}, step=config.search.epochs
+                    run_id, {f"test_before_offset/{k}": v for k, v in before.items()}, step=config.search.epochs
                 )
             experiment.set_tags({run_id: certificate.as_tags(names.CERTIFICATE)})
-        experiment.log_metrics(run_id, {f"test_{k}": v for k, v in test.items()}, step=config.search.epochs)
+        experiment.log_metrics(run_id, {f"{names.TEST}{k}": v for k, v in test.items()}, step=config.search.epochs)
         predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
         signature = infer_signature(x_test, predictions)
         version, model_uri = register_model(experiment, run_id, shipped, signature, model_name, alias)

@@ -289,7 +289,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         record once keras-tuner has its result."""
         hypermodel = self.hypermodel
         self._finished[trial.trial_id] = TrialEnded(
-            trial.trial_id, FINISHED, step, {f"test_{k}": float(v) for k, v in test.items()}
+            trial.trial_id, FINISHED, step, {f"{names.TEST}{k}": float(v) for k, v in test.items()}
         )
         predictions = hypermodel.target.to_user(val_predictions)
         threshold = hypermodel.threshold(float(trial.hyperparameters.values[names.THRESHOLD_OFFSET]))

@@ -9,7 +9,6 @@ FAIL, so a monitoring job can alert on it; bad input is one line and exit code 2
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from exceedance.certify import Certificate
 from exceedance.cli.errors import exit_on_user_error
 from exceedance.config import TrackingConfig
 from exceedance.errors import ConfigError
+from exceedance.quiet import quiet_libraries
 from exceedance.stores import check_store, resolve_uri
 
 COMMAND = "exceedance-certify"
@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-exceedance", type=float, default=None, metavar="E", help="default: the model's certificate")
     p.add_argument("--confidence", type=float, default=None, help="default: the model's certificate's, else 0.95")
     p.add_argument("--tracking-uri", default="", help="default: MLFLOW_TRACKING_URI, else sqlite under ./mlruns")
+    p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's and MLflow's own log lines too")
     return p
 
 
@@ -123,8 +124,8 @@ def recheck(model: str, data: Path, max_exceedance: float | None, confidence: fl
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     uri = exit_on_user_error(COMMAND, resolve_uri, TrackingConfig(uri=args.tracking_uri))
     done = exit_on_user_error(COMMAND, recheck, args.model, args.data, args.max_exceedance, args.confidence, uri)
     cert = done.certificate

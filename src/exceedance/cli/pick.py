@@ -14,6 +14,7 @@ from exceedance.pick import PickResult, Rule, run_pick
 from exceedance.stores import resolve_uri
 
 COMMAND = "exceedance-pick"
+DEFAULT_PICK_RATE = 0.01  # the rule the sweep's "Next:" line suggests when the searches set no cap
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,12 +73,16 @@ def _pick(tracking: TrackingConfig, args: argparse.Namespace, rule: Rule):
 def next_command(exported: Path, uri: str) -> str:
     """`exceedance-train` on the exported config, into the store the pick read (the exported
     config leaves the tracking URI out: it can hold credentials)."""
-    command = f"exceedance-train {exported}"
+    return next_store(f"exceedance-train {exported}", uri, "tracking.uri=")
+
+
+def next_store(command: str, uri: str, option: str = "--tracking-uri ") -> str:
+    """`command` pointed at the store `uri` when it is not the default one, credentials left out."""
     if uri == resolve_uri(TrackingConfig()):
         return command
     if has_userinfo(uri):
         return f"MLFLOW_TRACKING_URI='{redact(uri)}' {command}  (your credentials in place of ***)"
-    return f"{command} tracking.uri={uri}"
+    return f"{command} {option}{uri}"
 
 
 if __name__ == "__main__":

@@ -10,15 +10,20 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from exceedance import names
 from exceedance.cli.errors import exit_on_user_error, run_hydra
-from exceedance.cli.table import front_line
+from exceedance.cli.pick import DEFAULT_PICK_RATE, next_store
+from exceedance.cli.table import cell, front_line
 from exceedance.config import Config, register_configs
 from exceedance.errors import ConfigError, has_userinfo, redact
+from exceedance.quiet import quiet_libraries, take_verbose_flag
+from exceedance.recording.reader import open_trial_store
 from exceedance.run_search import SearchResult, run
-from exceedance.stores import require_free_space
+from exceedance.stores import require_free_space, resolve_uri
 
 COMMAND = "exceedance-sweep"
 # Hydra resolves the output folders (through the `safe_name` resolver) in the launching process
@@ -65,14 +70,34 @@ def _siblings_end_first():
             raise
 
 
+def job_overrides() -> list[str]:
+    """This job's overrides that tell it apart: those of a named sweep's swept keys when it has
+    them, else all but the sweep's name and Hydra's own."""
+    hydra_config = HydraConfig.get()
+    overrides = [o for o in hydra_config.overrides.task if not o.lstrip("+~").startswith(("sweeps=", "hydra"))]
+    swept = set(hydra_config.sweeper.get("params") or {})
+    return [o for o in overrides if o.lstrip("+~").partition("=")[0] in swept] or overrides
+
+
 def _run_and_print(cfg: DictConfig) -> None:
     config: Config = OmegaConf.to_object(cfg)
-    job = HydraConfig.get().job
-    tags = {
-        "hydra.overrides": " ".join(job.override_dirname.split(",")) or "(none)",
-        "hydra.job_num": str(job.get("num", 0)),
-    }
-    result = run(config, tags=tags)
+    hydra_config = HydraConfig.get()
+    overrides = " ".join(job_overrides())
+    tags = {names.OVERRIDES: overrides or "(none)"}
+    label = ""
+    if hydra_config.mode == RunMode.MULTIRUN:
+        tags[names.JOB_NUM] = str(hydra_config.job.num)
+        label = f"[job {hydra_config.job.num}{' ' + overrides if overrides else ''}] "
+    run_name = f"{config.name}: {overrides}" if overrides else config.name
+    result = run(config, report=lambda line: print(f"{label}{line}", flush=True), tags=tags, run_name=run_name)
+    if result.started == 0:
+        print(
+            f"{label}nothing new to run: search {run_name!r} had already finished its {result.trials} trials; "
+            "raise search.max_trials to run more, or set search.overwrite=true to start it over"
+        )
+    if label:  # a multirun's jobs end with one line each; the launcher prints the joint front
+        print(f"{label}{result.trials} finished trials, {len(result.front)} on this search's front", flush=True)
+        return
     print(
         f"\n{result.trials} finished trials in experiment {result.experiment!r} "
         f"(parent run {result.parent_run_id}) at {redact(result.tracking_uri)}"
@@ -83,6 +108,56 @@ def _run_and_print(cfg: DictConfig) -> None:
     )
     print(format_front(result))
     print(f"\nBrowse: {redact(result.ui_command)}")
+    print(f"Next: {pick_command(config, result.tracking_uri, result.front, [])}")
+
+
+def pick_command(config: Config, uri: str, front: list[dict], limits: list[str]) -> str:
+    """The `exceedance-pick` command for the experiment just swept: the searches' own cap when
+    they set one, else 1 % when a front trial meets it, else the knee; the store when it is not
+    the default; a limit when there are several."""
+    command = f"exceedance-pick {config.name}"
+    if config.search.max_exceedance is not None:
+        pass
+    elif any(row["exceedance_rate"] <= DEFAULT_PICK_RATE for row in front):
+        command += f" --max-exceedance {DEFAULT_PICK_RATE:g}"
+    else:
+        command += " --knee"
+    if len(limits) > 1:
+        command += f" --limit {limits[0]}  (limits: {', '.join(limits)})"
+    return next_store(command, uri)
+
+
+class JointSummary(Callback):
+    """At the end of a multirun, in the launching process: the experiment's joint Pareto front
+    across its jobs (what the `front` run holds), how to browse it, and the command to pick."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        exit_on_user_error(COMMAND, _print_joint_front, config)
+
+
+def _print_joint_front(cfg: DictConfig) -> None:
+    from exceedance.recording.experiment import Experiment
+    from exceedance.recording.front import joint_rows
+
+    without_hydra = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    config: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), without_hydra))
+    uri = resolve_uri(config.tracking)
+    if open_trial_store(uri).experiment_id(config.name) is None:
+        return  # no job got as far as recording
+    experiment = Experiment(uri, config.name)
+    groups = joint_rows(experiment)
+    rows = [row for group in groups.values() for row in group]
+    front = [row for row in rows if row["pareto"]]
+    jobs = len({row["search"] for row in rows})
+    print(f"\n{experiment.name}: {len(rows)} finished trials of {jobs} searches at {redact(uri)}")
+    for (_, quality, limit), group in groups.items():
+        print(f"Joint Pareto front (validation {quality} against exceedance rate on limit {cell(limit)}):")
+        print(f"{'job':>4}  {front_line(None)}")
+        for row in (r for r in group if r["pareto"]):
+            print(f"{row['job']:>4}  {front_line(row)}")
+    print(f"({len(front)} trials on the front; the `front` run holds it with a figure and a page)")
+    print(f"\nBrowse: {redact(experiment.ui_command())}")
+    print(f"Next: {pick_command(config, uri, front, sorted({key[2] for key in groups}))}")
 
 
 def keep_secrets_from_hydra(argv: list[str]) -> list[str]:
@@ -114,7 +189,8 @@ def _ctrl_c_to_the_jobs(signum, frame) -> None:
 
 def main() -> None:
     """Console entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.argv[1:] = take_verbose_flag(sys.argv[1:])
+    quiet_libraries()
     if {"-m", "--multirun"} & set(sys.argv[1:]):
         signal.signal(signal.SIGINT, _ctrl_c_to_the_jobs)
     sys.argv[1:] = exit_on_user_error(COMMAND, keep_secrets_from_hydra, sys.argv[1:])

@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 from exceedance import names
-
-
-def cell(value) -> str:
-    """A number in 4 significant digits (params arrive from MLflow as strings); anything else as is."""
-    try:
-        return f"{float(value):.4g}"
-    except (TypeError, ValueError):
-        return str(value)
-
+from exceedance.front_page import cell
 
 # The searched values but the learning rate (the table stays within 120 columns), and the scores.
 FRONT_COLUMNS = ("trial_id", *(n for n in names.SEARCHED if n != "learning_rate"), "quality", "exceedance_rate")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error, one_line
 from exceedance.config import Config, register_configs
 from exceedance.errors import ConfigError, redact
+from exceedance.quiet import quiet_libraries
 from exceedance.train import CHAMPION, TrainResult, check_registry_names, default_model_name, train
 
 COMMAND = "exceedance-train"
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="more calibration rows for --certify: a .csv of feature columns or a .npz with x (no labels)",
     )
+    p.add_argument("-v", "--verbose", action="store_true", help="show TensorFlow's and MLflow's own log lines too")
     return p
 
 
@@ -102,8 +103,8 @@ def certificate_lines(result: TrainResult) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parser().parse_intermixed_args(argv)  # overrides before or after the options
+    quiet_libraries(args.verbose)
     config, result = exit_on_user_error(COMMAND, _compose_and_train, args)
     scores = " ".join(f"{k}={v:.4g}" for k, v in result.test.items() if k != "loss")
     print(f"\nTest rows (limit {config.data.limit:g}): {scores}")

@@ -27,12 +27,14 @@ class SearchStarted:
         config: the search's configuration.
         search_key: the search's stable name; an earlier parent run with it is resumed.
         tags: extra tags for a new parent run (e.g. a multirun job's overrides).
+        run_name: the parent run's name in the UI (default: the search's `name`).
     """
 
     uri: str
     config: Config
     search_key: str
     tags: dict[str, str] = field(default_factory=dict)
+    run_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class EpochEnded:
 
 @dataclass(frozen=True)
 class TrialEnded:
-    """A trial ended: `FINISHED` with its test metrics (at step `step`), or `FAILED` with a reason."""
+    """A trial ended: `FINISHED` with its test figures (after `step` epochs), or `FAILED` with a reason."""
 
     trial_id: str
     status: str
@@ -86,6 +88,8 @@ class SearchSummary:
     rows: list[dict]  # every finished trial as a Pareto table row, front first
     finished: int  # how many trials finished
     ui_command: str  # how to browse them
+    started: int = 0  # how many trials this run of the search started (0: a rerun of a finished search)
+    joint_front: list[dict] = field(default_factory=list)  # the experiment's joint front (see `front`)
 
 
 Event = SearchStarted | TrialStarted | EpochEnded | TrialEnded | TrialPredictions | SearchEnded

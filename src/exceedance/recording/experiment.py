@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -55,7 +56,14 @@ def config_params(config: Config) -> tuple[dict[str, str], str]:
 
 def _finished_trial(run) -> FinishedTrial:
     data = run.data
-    return finished_trial(run.info.run_id, data.tags.get(names.TRIAL_ID, ""), dict(data.params), data.metrics)
+    tags = data.tags
+    return finished_trial(
+        run.info.run_id,
+        tags.get(names.TRIAL_ID, ""),
+        dict(data.params),
+        data.metrics,
+        tags.get(names.TEST_EXCEEDANCE_RATE),
+    )
 
 
 class _Retrying:
@@ -134,6 +142,9 @@ def _open_client(uri: str, attempts: int = 6):
     raise AssertionError("unreachable")
 
 
+UI_URL = "http://127.0.0.1:5000"  # where the printed `mlflow ui` command serves the UI
+
+
 class Experiment:
     """One MLflow experiment, created if it does not exist; creates and ends its runs.
 
@@ -146,11 +157,15 @@ class Experiment:
         # MLflow prints "View run ... at <uri>" for a server store as each run ends: noise in
         # our output, and the URI may carry credentials.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        self.uri = uri
+        self.uri, self.name = uri, name
         with store_lock(uri):
             self.client = _Retrying(_open_client(uri))
             found = self.client.get_experiment_by_name(name)
             self.experiment_id = found.experiment_id if found else self._create_experiment(name)
+            if found is None or found.tags.get(names.EXPERIMENT_KIND) is None:
+                # What MLflow's UI writes when a user calls an experiment "Machine learning"; MLflow
+                # 3.17's UI decides its landing view from the URL instead (see `runs_link`).
+                self.client.set_experiment_tag(self.experiment_id, names.EXPERIMENT_KIND, names.MACHINE_LEARNING)
 
     def _create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -161,19 +176,23 @@ class Experiment:
             # Another job created it between our lookup and our create.
             return self.client.get_experiment_by_name(name).experiment_id
 
-    def start_search(self, search_key: str, config: Config, tags: dict[str, str], fresh: bool = False) -> str:
-        """Return the parent run of the search `search_key`: the earlier one when resuming, or a
-        new one. With `fresh`, an earlier run is kept but renamed out of the way (never deleted)."""
+    def start_search(
+        self, search_key: str, config: Config, tags: dict[str, str], fresh: bool = False, run_name: str | None = None
+    ) -> tuple[str, int | None]:
+        """Return the parent run of the search `search_key` and, when it is an earlier one being
+        resumed, the time it last ended (ms; None while it never ended). With `fresh`, an earlier
+        run is kept but renamed out of the way (never deleted)."""
         existing = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{names.SEARCH_KEY}` = '{search_key}'", max_results=1
         )
         if existing and not fresh:
-            run_id = existing[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
+            info = existing[0].info
+            self.client.update_run(info.run_id, status="RUNNING", name=run_name)
+            return info.run_id, info.end_time
         for run in existing:
             self.client.set_tag(run.info.run_id, names.SEARCH_KEY, f"{search_key}@{run.info.run_id}")
-        return self._new_run({names.ROLE: names.SEARCH, names.SEARCH_KEY: search_key, **tags}, *config_params(config))
+        tags = {names.ROLE: names.SEARCH, names.SEARCH_KEY: search_key, **tags}
+        return self._new_run(tags, *config_params(config), run_name=run_name), None
 
     def start_training(self, config: Config, tags: dict[str, str]) -> str:
         """A top-level run for retraining a picked configuration (`exceedance-train`)."""
@@ -209,10 +228,35 @@ class Experiment:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(runs)
 
-    def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None) -> str:
-        """A trial's run, nested under its search; params may also come later with `log_batch`."""
-        tags = {names.PARENT: parent_id, names.ROLE: names.TRIAL, names.TRIAL_ID: trial_id}
-        return self._new_run(tags, params or {}, run_name=f"trial-{trial_id}")
+    def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None, job: str = "") -> str:
+        """A trial's run (`trial-03`), nested under its search; params may also come later with
+        `log_batch`. `job`: the multirun job's number, tagged, as trial ids repeat across jobs."""
+        tags = {names.PARENT: parent_id, names.ROLE: names.TRIAL, names.TRIAL_ID: trial_id, names.JOB: job}
+        name = f"trial-{int(trial_id):02d}" if trial_id.isdigit() else f"trial-{trial_id}"
+        return self._new_run(tags, params or {}, run_name=name)
+
+    def searches(self) -> dict[str, tuple[str, str]]:
+        """Every search (parent run) of the experiment: run id -> (run name, multirun job number)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{names.ROLE}` = '{names.SEARCH}'", max_results=50_000
+        )
+        return {r.info.run_id: (r.info.run_name or "", r.data.tags.get(names.JOB_NUM, "")) for r in runs}
+
+    def front_run(self) -> str:
+        """The experiment's one `front` run, created on first use. Call under `store_lock`: two
+        jobs ending at once on another store may each create one; the older is kept."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{names.ROLE}` = '{names.FRONT}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        for extra in found[1:]:
+            self.client.delete_run(extra.info.run_id)  # derived data only: every refresh rewrites it whole
+        if found:
+            return found[0].info.run_id
+        run_id = self._new_run({names.ROLE: names.FRONT}, {}, run_name="front")
+        self.end_run(run_id, "FINISHED")
+        return run_id
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """All of one step's metrics in one call."""
@@ -240,8 +284,11 @@ class Experiment:
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
 
-    def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=status)
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def end_run(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        self.client.set_terminated(run_id, status=status, end_time=end_time)
 
     def log_table(self, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -265,7 +312,20 @@ class Experiment:
         for run_id, tags in tags_by_run.items():
             self.log_batch(run_id, tags=tags)
 
+    def ui_url(self) -> str:
+        """Where the MLflow UI on this store is: the server itself, or `mlflow ui`'s default address."""
+        if not self.uri.startswith(("http://", "https://")):
+            return UI_URL
+        parts = urlsplit(self.uri)  # a link never carries the URI's credentials
+        return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+    def runs_link(self) -> str:
+        """A link that opens the experiment on its runs table. MLflow 3.17's UI picks its view from
+        the URL's `workflowType` (else the browser's stored choice, else its GenAI overview)."""
+        return f"{self.ui_url().rstrip('/')}/#/experiments/{self.experiment_id}/runs?workflowType=machine_learning"
+
     def ui_command(self) -> str:
-        if self.uri.startswith("sqlite:///"):
-            return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
-        return f"open {self.uri} in a browser"
+        """How to browse the experiment: the command that starts the UI (for a local store), then the link."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.runs_link()}"
+        return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000\n  then open {self.runs_link()}"

@@ -29,19 +29,21 @@ from exceedance.server import mlflow_error_code, not_mlflow, request
 
 # What a pick reads of each finished trial: what it tried (and can be exported), how it scored.
 PARAMS = (*names.SEARCHED, names.TARGET_RATE, names.THRESHOLD_OFFSET, names.QUALITY, names.LIMIT, names.VAL_ROWS)
-METRICS = (names.VAL_EXCEEDANCE_RATE, *names.VAL_QUALITIES, names.TEST_EXCEEDANCE_RATE)
+METRICS = (names.VAL_EXCEEDANCE_RATE, *names.VAL_QUALITIES)
 ROLE, TRIAL_ID, PARENT = names.ROLE, names.TRIAL_ID, names.PARENT
 PAGE = 5000
 
 
-def finished_trial(run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float]) -> FinishedTrial:
-    """A trial run's params and latest metrics as the plain record the Pareto code takes. Its
-    quality is the validation metric its own `quality` param names, so trials of different data
-    sets are never mixed up."""
+def finished_trial(
+    run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float], test_rate: str | None
+) -> FinishedTrial:
+    """A trial run's params, latest metrics and test exceedance rate (its tag) as the plain record
+    the Pareto code takes. Its quality is the validation metric its own `quality` param names, so
+    trials of different data sets are never mixed up."""
     nan = float("nan")
     quality = metrics.get(names.val_quality(params.get(names.QUALITY, "")), nan)
-    rates = (metrics.get(names.VAL_EXCEEDANCE_RATE, nan), metrics.get(names.TEST_EXCEEDANCE_RATE, nan))
-    return FinishedTrial(run_id, trial_id, params, quality, *rates)
+    test = float(test_rate) if test_rate else nan
+    return FinishedTrial(run_id, trial_id, params, quality, metrics.get(names.VAL_EXCEEDANCE_RATE, nan), test)
 
 
 class TrialStore(Protocol):
@@ -90,7 +92,8 @@ class DatabaseTrialStore:
     def finished_trials(self, experiment_id: str) -> list[tuple[FinishedTrial, str]]:
         # One row per trial, one column per needed key: each LEFT JOIN is a primary-key lookup
         # on (key, run_uuid), so this reads a few values per run, not every param and metric.
-        columns = [("tags", TRIAL_ID), ("tags", PARENT), *(("params", k) for k in PARAMS)]
+        columns = [("tags", TRIAL_ID), ("tags", PARENT), ("tags", names.TEST_EXCEEDANCE_RATE)]
+        columns += [("params", k) for k in PARAMS]
         columns += [("latest_metrics", k) for k in METRICS]
         joins, selected = [], []
         for i, (table, _) in enumerate(columns):
@@ -110,7 +113,7 @@ class DatabaseTrialStore:
 
     @staticmethod
     def _trial(row) -> tuple[FinishedTrial, str]:
-        run_id, trial_id, parent, *rest = row
+        run_id, trial_id, parent, test_rate, *rest = row
         params = {k: v for k, v in zip(PARAMS, rest[: len(PARAMS)], strict=True) if v is not None}
         pairs = rest[len(PARAMS) :]
         metrics = {
@@ -118,7 +121,7 @@ class DatabaseTrialStore:
             for k, value, is_nan in zip(METRICS, pairs[::2], pairs[1::2], strict=True)
             if value is not None
         }
-        return finished_trial(run_id, trial_id or "", params, metrics), parent or ""
+        return finished_trial(run_id, trial_id or "", params, metrics, test_rate), parent or ""
 
     def run_config(self, run_id: str) -> str:
         rows = self._rows("SELECT artifact_uri FROM runs WHERE run_uuid = :run", run=run_id)
@@ -177,7 +180,8 @@ class ServerTrialStore:
                 params = {p["key"]: p["value"] for p in data.get("params", []) if p["key"] in PARAMS}
                 metrics = {m["key"]: float(m["value"]) for m in data.get("metrics", []) if m["key"] in METRICS}
                 tags = {t["key"]: t["value"] for t in data.get("tags", [])}
-                trial = finished_trial(run["info"]["run_id"], tags.get(TRIAL_ID, ""), params, metrics)
+                test_rate = tags.get(names.TEST_EXCEEDANCE_RATE)
+                trial = finished_trial(run["info"]["run_id"], tags.get(TRIAL_ID, ""), params, metrics, test_rate)
                 found.append((trial, tags.get(PARENT, "")))
             token = page.get("next_page_token")
             if not token:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from exceedance import names, pareto, plots
+from exceedance.recording import front
 from exceedance.recording.events import (
     FINISHED,
     KILLED,
@@ -37,6 +38,8 @@ FRONT_EVERY = 10
 # A trial's curves go to MLflow in one batch when it ends, or sooner once this many seconds have
 # passed since its last batch: few transactions per short trial, live curves for long ones.
 SEND_EVERY_S = 5.0
+# The per-epoch metrics a finished trial's `curves.png` draws, training and validation together.
+CURVES = ("loss", names.EXCEEDANCE_RATE)
 
 
 @dataclass
@@ -58,10 +61,17 @@ class SearchRecording:
     def __init__(self, started: SearchStarted):
         self.config = started.config
         self.experiment = Experiment(started.uri, started.config.name)
-        self.parent_id = self.experiment.start_search(
-            started.search_key, started.config, started.tags, fresh=started.config.search.overwrite
+        self.parent_id, self._ended_at = self.experiment.start_search(
+            started.search_key,
+            started.config,
+            started.tags,
+            fresh=started.config.search.overwrite,
+            run_name=started.run_name or started.config.name,
         )
         self.experiment.close_orphans(self.parent_id)
+        self._job = started.tags.get(names.JOB_NUM, "")
+        self._started = 0  # trials this run of the search started
+        self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}  # trial id -> key -> (epoch, value)
         self._runs: dict[str, str] = {}  # trial id -> its run, while the run is open
         self._to_draw: dict[str, str] = {}  # trial id -> the run of a finished trial, until its picture
         self._unsent: dict[str, _Unsent] = {}
@@ -79,9 +89,16 @@ class SearchRecording:
         """Record one event; a `SearchEnded` is answered with the search's summary."""
         match event:
             case TrialStarted(trial_id, params):
-                self._runs[trial_id] = self.experiment.start_trial(self.parent_id, trial_id, params)
+                self._runs[trial_id] = self.experiment.start_trial(self.parent_id, trial_id, params, self._job)
                 self._unsent[trial_id] = _Unsent()
+                self._curves[trial_id] = {}
+                self._started += 1
             case EpochEnded(trial_id, step, metrics):
+                curves = self._curves[trial_id]
+                for key in CURVES:
+                    for name in (key, f"val_{key}"):
+                        if name in metrics:
+                            curves.setdefault(name, []).append((step, metrics[name]))
                 if self._keys[0] in metrics:
                     self._last_val[trial_id] = (metrics[self._keys[0]], metrics.get(self._keys[1], float("nan")))
                 unsent = self._unsent[trial_id]
@@ -91,8 +108,12 @@ class SearchRecording:
             case TrialEnded():
                 self._end_trial(event)
             case TrialPredictions(trial_id, predictions, threshold):
+                run_id = self._to_draw.pop(trial_id)
                 figure = plots.prediction_histogram(predictions, self.config.data.limit, threshold)
-                self.experiment.log_figure(self._to_draw.pop(trial_id), figure, names.HISTOGRAM)
+                self.experiment.log_figure(run_id, figure, names.HISTOGRAM)
+                self.experiment.log_figure(
+                    run_id, plots.learning_curves(self._curves.pop(trial_id), CURVES), names.CURVES
+                )
             case SearchEnded(status):
                 return self._end_search(status)
             case _:
@@ -108,23 +129,37 @@ class SearchRecording:
     def _end_trial(self, ended: TrialEnded) -> None:
         """The trial's last batch and its end status; every `FRONT_EVERY` finished trials, the front."""
         trial_id = ended.trial_id
-        self._unsent[trial_id].metrics += [(k, v, ended.step) for k, v in ended.metrics.items()]
-        self._send(trial_id, {names.FAILURE_REASON: ended.reason} if ended.reason else None)
+        tags = {k: f"{v:.6g}" for k, v in ended.metrics.items()}  # its test figures (see `names.TEST`)
+        self._send(trial_id, {**tags, names.FAILURE_REASON: ended.reason} if ended.reason else tags)
         del self._unsent[trial_id]
         run_id = self._runs.pop(trial_id)
         self.experiment.end_run(run_id, ended.status)
         scores = self._last_val.pop(trial_id, None)
         if ended.status != FINISHED:
+            self._curves.pop(trial_id, None)
             return
         self._to_draw[trial_id] = run_id
         self._scores[run_id] = scores or (float("nan"), float("nan"))
-        quality, exceedance = (np.array(v) for v in zip(*self._scores.values(), strict=True))
-        area = pareto.front_hypervolume(
-            quality, exceedance, self.config.quality_direction, self.config.reference_quality
-        )
-        self.experiment.log_metrics(self.parent_id, {names.HYPERVOLUME: area}, step=len(self._scores))
+        self.experiment.log_metrics(self.parent_id, self._progress(), step=len(self._scores))
         if len(self._scores) % FRONT_EVERY == 0:
             self.publish_front(plot=False)
+
+    def _progress(self) -> dict[str, float]:
+        """The parent run's summary so far: finished trials, front size, best quality, least
+        exceedance rate, hypervolume (each logged with the number of finished trials as its step)."""
+        direction = self.config.quality_direction
+        quality, exceedance = (np.array(v, dtype=float) for v in zip(*self._scores.values(), strict=True))
+        scored = np.isfinite(quality) & np.isfinite(exceedance)
+        progress = {
+            names.FINISHED_TRIALS: len(quality),
+            names.FRONT_SIZE: int(pareto.front_mask(quality, exceedance, direction).sum()),
+            names.HYPERVOLUME: pareto.front_hypervolume(quality, exceedance, direction, self.config.reference_quality),
+        }
+        if scored.any():
+            best = np.max if direction == "max" else np.min
+            progress[names.best_quality(self.config.data.quality)] = float(best(quality[scored]))
+            progress[names.LEAST_EXCEEDANCE_RATE] = float(np.min(exceedance[scored]))
+        return progress
 
     def publish_front(self, plot: bool = True) -> list[dict]:
         """Refresh the search's front (its table and, with `plot`, its figure on the parent) and the
@@ -156,7 +191,16 @@ class SearchRecording:
         self.experiment.log_table(self.parent_id, rows, names.FRONT_TABLE)
         if plot:
             forms = [t.params.get(names.FORM, "") for t in trials]
-            figure = plots.pareto_front(quality, exceedance, forms, mask, self.config.data.quality)
+            data = self.config.data
+            figure = plots.pareto_front(
+                quality,
+                exceedance,
+                forms,
+                mask,
+                data.quality,
+                title=f"{self.experiment.name}: {len(trials)} trials, limit {data.limit:g}",
+                labels=[front.trial_label(self._job, t.trial_id) for t in trials],
+            )
             self.experiment.log_figure(self.parent_id, figure, names.FRONT_FIGURE)
         return rows
 
@@ -174,11 +218,12 @@ class SearchRecording:
         """End the search: its final front (with the figure) when it finished, then its status,
         which a trial cut short (Ctrl-C) shares."""
         rows = self.publish_front() if status == FINISHED else []
+        joint = front.publish_locked(self.experiment) if rows else []
         finished = len(self._scores)
         if status == FINISHED and finished == 0:
             status = "FAILED"  # a search in which no trial finished has no front to show
         self._end(status)
-        return SearchSummary(rows, finished, self.experiment.ui_command())
+        return SearchSummary(rows, finished, self.experiment.ui_command(), self._started, joint)
 
     def abandon(self) -> None:
         """The training process is gone without ending the search: close what is open as KILLED."""
@@ -189,5 +234,6 @@ class SearchRecording:
         for run_id in self._runs.values():
             self.experiment.end_run(run_id, status)
         self._runs.clear()
-        self.experiment.end_run(self.parent_id, status)
+        # A rerun that started no trial keeps the search's earlier end: its duration stays the time it ran.
+        self.experiment.end_run(self.parent_id, status, self._ended_at if self._started == 0 else None)
         self._ended = True
