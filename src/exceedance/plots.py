@@ -17,6 +17,7 @@ FORM_COLOURS = {"l1": "tab:blue", "l2": "tab:orange", "sigmoid_count": "tab:gree
 
 # Up to this many outputs get a histogram line each; more are pooled into one.
 OUTPUTS_APART = 4
+OUTPUT_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink")  # not the limit's red or the threshold's blue
 
 
 def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float) -> Figure:
@@ -29,13 +30,14 @@ def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float
     apart = 1 < values.shape[1] <= OUTPUTS_APART
     edges = np.histogram_bin_edges(values[np.isfinite(values)] if np.isfinite(values).any() else [0.0], bins=60)
     # One step artist per line instead of `hist`'s bar patches: same picture, a third of the drawing.
-    for column, label in (
-        ((values[:, k], f"output {k}") for k in range(values.shape[1])) if apart else [(np.ravel(values), None)]
-    ):
+    columns = [(values[:, k], f"output {k}", OUTPUT_COLOURS[k]) for k in range(values.shape[1])]
+    highest = 1
+    for column, label, colour in columns if apart else [(np.ravel(values), None, "0.6")]:
         counts, _ = np.histogram(column, bins=edges)
-        ax.stairs(counts, edges, fill=not apart, baseline=0.5, color=None if apart else "0.6", label=label)
+        ax.stairs(counts, edges, fill=not apart, baseline=0.5, color=colour, label=label)
+        highest = max(highest, counts.max(initial=1))
     ax.set_yscale("log")
-    ax.set_ylim(bottom=0.5)
+    ax.set_ylim(0.5, highest * 8)  # headroom for the legend and the count above the limit
     ax.axvline(limit, color="tab:red", label=f"limit {limit:g}")
     ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.3g}")
     above = int(np.sum(values > limit))
@@ -48,9 +50,10 @@ def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float
         va="top",
         color="tab:red",
         fontsize="small",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
     )
     ax.set(xlabel="prediction", ylabel="count (log)", title="validation predictions")
-    ax.legend(fontsize="x-small", loc="upper left")
+    ax.legend(fontsize="x-small", loc="upper left", ncol=2)
     return fig
 
 

@@ -71,7 +71,7 @@ def publish(experiment: Experiment, pick: Pick | None = None, copy_to: Path | No
     `copy_to`: a folder that gets a copy of the page (opened on its own, its links work)."""
     groups = joint_rows(experiment)
     run_id = experiment.front_run()
-    titles = {key: f"{experiment.name}: {key[0]} data, limit {key[2]}" for key in groups}
+    titles = {key: f"{experiment.name}: {key[0]} data, limit {front_page.cell(key[2])}" for key in groups}
     pages = [front_page.Group(titles[key], key[1], rows) for key, rows in groups.items()]
     page = front_page.render(
         f"{experiment.name}: joint Pareto front", pages, COLUMNS, experiment.experiment_id, experiment.ui_url()
