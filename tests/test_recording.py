@@ -124,6 +124,72 @@ def test_the_pareto_tags_mark_the_joint_front_of_every_comparable_search(tmp_pat
     assert client.get_run(second.parent_id).data.metrics["joint_hypervolume"] == pytest.approx(0.7 * 0.95)
 
 
+def test_the_ui_shows_names_summaries_pictures_and_the_experiments_front_run(tmp_path):
+    """What the MLflow UI shows of two jobs: parents named after their overrides, trials
+    `trial-00` tagged with their job, the parent's summary after every trial, each trial's
+    histogram and curves, and one `front` run whose table, page and description hold the joint
+    front exactly as the `pareto` tags mark it."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    uri, config = f"sqlite:///{tmp_path}/mlruns/mlflow.db", compose_config(["name=events"])
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    jobs = [
+        SearchRecording(SearchStarted(uri, config, f"job-{j}", {"hydra.job_num": str(j)}, f"events: penalty={f}"))
+        for j, f in enumerate(("l1", "l2"))
+    ]
+    for event in [*trial_events("0", 0.6, 0.2), *trial_events("1", 0.5, 0.1), *trial_events("2", 0.4, 0.3)]:
+        jobs[0].handle(event)
+    for event in trial_events("0", 0.7, 0.15):
+        jobs[1].handle(event)
+    summaries = [job.handle(SearchEnded(FINISHED)) for job in jobs]
+
+    parent = client.get_run(jobs[0].parent_id)
+    assert parent.info.run_name == "events: penalty=l1"
+    summary = {k: [m.value for m in client.get_metric_history(parent.info.run_id, k)] for k in parent.data.metrics}
+    assert summary["finished_trials"] == [1, 2, 3]
+    assert summary["front_size"] == [1, 2, 2]
+    assert summary["best_val_within_tolerance"] == [0.6, 0.6, 0.6]
+    assert summary["least_val_exceedance_rate"] == [0.2, 0.1, 0.1]
+    experiment = client.get_experiment_by_name("events")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if r.data.tags["exceedance.role"] == "trial"]
+    assert sorted((r.data.tags["exceedance.job"], r.info.run_name) for r in trials) == [
+        ("0", "trial-00"),
+        ("0", "trial-01"),
+        ("0", "trial-02"),
+        ("1", "trial-00"),
+    ]
+    for trial in trials:
+        assert {"predictions.png", "curves.png"} <= {a.path for a in client.list_artifacts(trial.info.run_id)}
+        assert not [k for k in trial.data.metrics if k.startswith("test")]
+    [front] = [r for r in runs if r.data.tags["exceedance.role"] == "front"]
+    assert front.info.run_name == "front"
+    on_front = {r.info.run_id for r in trials if r.data.tags["pareto"] == "true"}
+    table = list(csv.DictReader(open(client.download_artifacts(front.info.run_id, "front.csv", str(tmp_path)))))
+    assert {row["run_id"] for row in table} == on_front == {row["run_id"] for row in summaries[1].joint_front}
+    assert sorted(row["label"] for row in table) == ["0/1", "1/0"]  # (0.6, 0.2) is beaten by job 1's (0.7, 0.15)
+    page = open(client.download_artifacts(front.info.run_id, "front.html", str(tmp_path))).read()
+    note = front.data.tags["mlflow.note.content"]
+    for run_id in on_front:
+        assert f'data-run="{run_id}"' in page
+        assert f"runs/{run_id}?workflowType=machine_learning" in note
+    assert "front.png" in {a.path for a in client.list_artifacts(front.info.run_id)}
+
+
+def test_a_rerun_that_starts_no_trial_keeps_the_searchs_end(tmp_path):
+    first = start(tmp_path)
+    for event in trial_events("0", 0.6, 0.2):
+        first.handle(event)
+    first.handle(SearchEnded(FINISHED))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    ended = client.get_run(first.parent_id).info.end_time
+    again = start(tmp_path)
+    assert again.parent_id == first.parent_id
+    summary = again.handle(SearchEnded(FINISHED))
+    assert summary.started == 0 and summary.finished == 1
+    assert client.get_run(first.parent_id).info.end_time == ended
+
+
 def test_a_trials_curves_are_sent_in_one_batch_unless_it_runs_long(recording, monkeypatch):
     rec, client = recording
     rec.handle(TrialStarted("0", PARAMS))
