@@ -35,7 +35,7 @@ def fill(uri: str, runs: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     per_search = -(-runs // SEARCHES)
     for search in range(SEARCHES):
-        parent = tracker.start_search(
+        parent, _ = tracker.start_search(
             f"bench-{search}", Config(name=EXPERIMENT, data=DataConfig(limit=1.0)), {"hydra.job_num": str(search)}
         )
         for trial in range(min(per_search, runs - search * per_search)):

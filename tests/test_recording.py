@@ -221,3 +221,18 @@ def test_discard_answers_every_event_at_once_and_records_nothing():
     sink = Discard()
     assert sink.send(TrialStarted("0", PARAMS)).result() is None
     assert sink.send(SearchEnded(FINISHED)).done()
+
+
+def test_the_front_runs_description_stays_within_mlflows_tag_limit():
+    """A front of hundreds of trials: the description lists what fits in MLflow's 8,000-character
+    tag and points at front.csv for the rest (a longer tag would fail the whole refresh)."""
+    from exceedance.recording import front
+
+    class Experiment:
+        name, experiment_id = "big", "1"
+
+    row = {"label": "0/1", "search": "big: penalty=l1", "run_id": "a" * 32, "quality": 0.5, "exceedance_rate": 0.1}
+    row.update({"form": "l1", "threshold": 1.0, "lam": 1.0, "temperature": "", "learning_rate": 0.01, "limit": "1"})
+    note = front._note(Experiment(), [row] * 500, None)
+    assert len(note) <= 8000
+    assert note.endswith("more trials: see front.csv")

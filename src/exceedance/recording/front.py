@@ -18,7 +18,9 @@ import numpy as np
 from exceedance import front_page, names, pareto, plots
 from exceedance.config import QUALITY_DIRECTIONS
 from exceedance.recording.experiment import Experiment, store_lock
+from exceedance.recording.reader import open_trial_store
 
+NOTE_CHARS = 7000  # the description's table stops before MLflow's cap on a tag's length
 # The front table's columns, after the trial's label: where it came from, what it tried, its scores.
 COLUMNS = ["job", "search", "trial_id", *names.SEARCHED, "quality", "exceedance_rate", "test_exceedance_rate"]
 
@@ -41,11 +43,12 @@ def joint_rows(experiment: Experiment) -> dict[tuple[str, str, str], list[dict]]
     """Every finished trial as a row, by comparable group (data, quality, limit), its front marked."""
     parents = experiment.searches()
     grouped: dict[tuple[str, str, str], list[pareto.FinishedTrial]] = defaultdict(list)
-    tags_of = {}
-    for trial, tags in experiment.finished_trials():
+    parent_of = {}
+    # The fast reader (a few columns per run), not MLflow's client: a pick refreshes this too.
+    for trial, parent in open_trial_store(experiment.uri).finished_trials(experiment.experiment_id):
         params = trial.params
         grouped[(params.get(names.DATA, ""), params.get(names.QUALITY, ""), params.get(names.LIMIT, ""))].append(trial)
-        tags_of[trial.run_id] = tags
+        parent_of[trial.run_id] = parent
     groups = {}
     for key, trials in sorted(grouped.items()):
         direction = QUALITY_DIRECTIONS.get(key[1], "max")
@@ -55,7 +58,7 @@ def joint_rows(experiment: Experiment) -> dict[tuple[str, str, str], list[dict]]
         rows = pareto.table(trials, mask, names.SEARCHED, direction)
         by_run = {t.run_id: t for t in trials}
         for row in rows:
-            search_name, job = parents.get(tags_of[row["run_id"]].get(names.PARENT, ""), ("", ""))
+            search_name, job = parents.get(parent_of[row["run_id"]], ("", ""))
             row.update(
                 job=job,
                 search=search_name,
@@ -129,7 +132,10 @@ def _note(experiment: Experiment, front: list[dict], pick: Pick | None) -> str:
         lines += [f"Picked by `exceedance-pick` ({pick.description}): run `{pick.run_id}`.", ""]
     columns = ["trial", "search", *names.SEARCHED, "quality", "exceedance_rate", "limit"]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in front:
+    for shown, row in enumerate(front):
+        if sum(len(line) + 1 for line in lines) > NOTE_CHARS:  # MLflow caps a tag's value at 8,000 characters
+            lines.append(f"\n... and {len(front) - shown} more trials: see front.csv")
+            break
         page = f"#/experiments/{experiment.experiment_id}/runs/{row['run_id']}?workflowType=machine_learning"
         link = f"[{row['label']}]({page})"
         cells = [link, row["search"], *(front_page.cell(row[c]) for c in columns[2:])]

@@ -28,7 +28,15 @@ from exceedance.pareto import FinishedTrial
 from exceedance.server import mlflow_error_code, not_mlflow, request
 
 # What a pick reads of each finished trial: what it tried (and can be exported), how it scored.
-PARAMS = (*names.SEARCHED, names.TARGET_RATE, names.THRESHOLD_OFFSET, names.QUALITY, names.LIMIT, names.VAL_ROWS)
+PARAMS = (
+    *names.SEARCHED,
+    names.TARGET_RATE,
+    names.THRESHOLD_OFFSET,
+    names.DATA,
+    names.QUALITY,
+    names.LIMIT,
+    names.VAL_ROWS,
+)
 METRICS = (names.VAL_EXCEEDANCE_RATE, *names.VAL_QUALITIES)
 ROLE, TRIAL_ID, PARENT = names.ROLE, names.TRIAL_ID, names.PARENT
 PAGE = 5000
