@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 # Fixed margins instead of `tight_layout`, which draws the whole figure once more to measure it
 # (it doubled the cost of a plot).
@@ -38,6 +39,9 @@ def prediction_histogram(predictions: np.ndarray, limit: float, threshold: float
         highest = max(highest, counts.max(initial=1))
     ax.set_yscale("log")
     ax.set_ylim(0.5, highest * 8)  # headroom for the legend and the count above the limit
+    # Plain tick labels ("100", not mathtext "10^2", which took a third of the drawing), no minor ones.
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.axvline(limit, color="tab:red", label=f"limit {limit:g}")
     ax.axvline(threshold, color="tab:blue", linestyle="--", label=f"threshold {threshold:.3g}")
     above = int(np.sum(values > limit))
