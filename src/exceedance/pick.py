@@ -1,8 +1,8 @@
 """Pick one trial from an experiment's Pareto front by a rule, and export its configuration.
 
 Reads the store through `recording.reader` (SQL or REST: no TensorFlow, no mlflow import), so
-it starts quickly and runs anywhere the store is reachable; its one write, the `picked` tag, goes
-through MLflow's client.
+it starts quickly and runs anywhere the store is reachable; its writes, the `picked` tag and the
+experiment's `front` run (with the rule and the pick), go through MLflow's client.
 """
 
 from __future__ import annotations
