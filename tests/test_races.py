@@ -296,7 +296,7 @@ def test_ctrl_c_three_times_is_one_line_and_leaves_nothing_running(tmp_path):
 
 def test_ctrl_c_on_a_multirun_leaves_nothing_running(tmp_path):
     sweep = sweep_process(["-m", "+sweeps=penalty_forms", "penalty=l1,l2", *SLOW_TRIALS], tmp_path)
-    wait_for_line(sweep, "trial 0:")
+    wait_for_line(sweep, "[job ")  # a multirun's trial lines: "[job 0 penalty=l1] trial 0: ..."
     time.sleep(1.0)
     os.killpg(sweep.pid, signal.SIGINT)
     sweep.communicate(timeout=180)

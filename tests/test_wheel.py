@@ -59,7 +59,8 @@ def test_a_wheel_from_a_clean_clone_runs_a_sweep_a_multirun_and_a_pick_anywhere(
         elsewhere,
         env,
     )
-    assert multirun.stdout.count("1 finished trials in experiment 'penalty_forms'") == 2
+    assert multirun.stdout.count("] 1 finished trials, ") == 2  # one line per job
+    assert "penalty_forms: 2 finished trials of 2 searches" in multirun.stdout  # the joint summary
     pick = run(["exceedance-pick", "wheel", "--knee", "--tracking-uri", store.split("=", 1)[1]], elsewhere, env)
     assert " * " in pick.stdout and (elsewhere / "mlruns" / "picks" / "wheel" / "picked.yaml").is_file()
     assert sorted(p.name for p in elsewhere.iterdir()) == ["mlruns"], "nothing written outside mlruns/"

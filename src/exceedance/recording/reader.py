@@ -43,7 +43,7 @@ PAGE = 5000
 
 
 def finished_trial(
-    run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float], test_rate: str | None
+    run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float], test_rate: str | None = None
 ) -> FinishedTrial:
     """A trial run's params, latest metrics and test exceedance rate (its tag) as the plain record
     the Pareto code takes. Its quality is the validation metric its own `quality` param names, so
