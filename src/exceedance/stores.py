@@ -35,7 +35,10 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SETTLE_S = 2.0
 MIGRATION_WAIT_S = 60.0
 SQLITE_HEADER = b"SQLite format 3\x00"
-DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "mysqlclient (or PyMySQL with mysql+pymysql://)"}
+DRIVERS = {
+    "postgresql": "psycopg[binary] (pip install 'exceedance[postgres]')",
+    "mysql": "mysqlclient (or PyMySQL with mysql+pymysql://)",
+}
 
 
 def resolve_uri(config: TrackingConfig) -> str:
