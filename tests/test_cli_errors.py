@@ -47,6 +47,7 @@ BAD = [
     ("tracking.uri=ftp://example/x", "tracking.uri: unsupported tracking URI 'ftp://example/x'"),
     ("tracking.uri=http://127.0.0.1:9", "tracking.uri: no MLflow server answers at http://127.0.0.1:9"),
     ("no_such_key=1", "Could not override 'no_such_key'"),
+    ("-m --cfg job", "Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified"),
 ]
 
 

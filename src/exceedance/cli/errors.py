@@ -93,4 +93,17 @@ def run_hydra(command: str, entry: Callable[[], None]) -> None:
     """Run a `@hydra.main` entry point with one-line errors instead of Hydra's report."""
     # Let Hydra re-raise instead of printing its own multi-line report, so we can shorten it.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    exit_on_user_error(command, entry)
+    try:
+        exit_on_user_error(command, entry)
+    except ValueError as err:
+        # Hydra's own check of its flags (e.g. -m with --cfg) raises a bare ValueError.
+        if not _raised_in_hydras_arguments(err):
+            raise
+        _exit(f"{command}: error: {one_line(err)}", USAGE_ERROR)
+
+
+def _raised_in_hydras_arguments(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback.tb_frame.f_code.co_filename.endswith(os.path.join("hydra", "_internal", "utils.py"))
