@@ -67,6 +67,21 @@ def test_a_multirun_labels_its_jobs_ends_with_the_joint_front_and_a_rerun_runs_n
     assert f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" in summary
     assert re.search(r"^Next: exceedance-pick penalty_forms( --max-exceedance 0\.01| --knee)$", summary, re.M)
 
+    # The pick's table puts each trial's job beside its id (trial ids repeat across jobs).
+    pick = subprocess.run(
+        [sys.executable, "-m", "exceedance.cli.pick", "penalty_forms", "--knee"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert pick.returncode == 0, pick.stderr[-2000:]
+    table = pick.stdout.split("\n\n")[0].splitlines()[1:]  # the table, up to the blank line before "Plot:"
+    assert table[0].split()[:2] == ["job", "trial_id"]
+    picked_rows = {(line[3:].split()[0], line[3:].split()[1], line.split()[-1]) for line in table[1:]}
+    assert picked_rows == {
+        (r.data.tags["exceedance.job"], r.data.tags["exceedance.trial_id"], r.info.run_id) for r in front
+    }
+
     parents = client.search_runs([experiment.experiment_id], "tags.`exceedance.role` = 'search'")
     ended = {p.info.run_id: p.info.end_time for p in parents}
     again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)

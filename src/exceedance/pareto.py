@@ -22,6 +22,7 @@ class FinishedTrial:
     quality: float
     exceedance_rate: float
     test_exceedance_rate: float = float("nan")  # shown beside the validation rate, never used to choose
+    job: str = ""  # its multirun job's number: trial ids repeat across jobs
 
 
 def to_minimization(values: np.ndarray, directions: list[str]) -> np.ndarray:
@@ -105,6 +106,7 @@ def table(
     rows = [
         {
             "trial_id": t.trial_id,
+            "job": t.job,
             **{k: t.params.get(k, "") for k in params},
             "quality": t.quality,
             "exceedance_rate": t.exceedance_rate,

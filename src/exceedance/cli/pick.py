@@ -41,12 +41,14 @@ def parser() -> argparse.ArgumentParser:
 def format_table(result: PickResult) -> str:
     """The front, each validation rate with its upper bound and the test rate beside it (`!`:
     the test rate is above the bound)."""
-    lines = [f"   {front_line(None)}  {'bound95':>8}  {'test_rate':>9}   run_id"]
+    jobs = any(row["job"] for row in result.rows)  # a multirun's: trial ids repeat across its jobs
+    job = (lambda row: f"{'job' if row is None else row['job']:>4}") if jobs else (lambda row: "")
+    lines = [f"   {job(None)}{front_line(None)}  {'bound95':>8}  {'test_rate':>9}   run_id"]
     for row in result.rows:
         mark = " * " if row["run_id"] == result.picked["run_id"] else "   "
         flag = "!" if row["test_outside_bound"] else " "
         scores = f"{cell(row['rate_bound']):>8}  {cell(row['test_exceedance_rate']):>9} {flag}"
-        lines.append(f"{mark}{front_line(row)}  {scores}  {row['run_id']}")
+        lines.append(f"{mark}{job(row)}{front_line(row)}  {scores}  {row['run_id']}")
     return "\n".join(lines)
 
 

@@ -63,6 +63,7 @@ def _finished_trial(run) -> FinishedTrial:
         dict(data.params),
         data.metrics,
         tags.get(names.TEST_EXCEEDANCE_RATE),
+        tags.get(names.JOB),
     )
 
 

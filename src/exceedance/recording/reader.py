@@ -43,7 +43,12 @@ PAGE = 5000
 
 
 def finished_trial(
-    run_id: str, trial_id: str, params: dict[str, Any], metrics: dict[str, float], test_rate: str | None = None
+    run_id: str,
+    trial_id: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    test_rate: str | None = None,
+    job: str | None = None,
 ) -> FinishedTrial:
     """A trial run's params, latest metrics and test exceedance rate (its tag) as the plain record
     the Pareto code takes. Its quality is the validation metric its own `quality` param names, so
@@ -51,7 +56,8 @@ def finished_trial(
     nan = float("nan")
     quality = metrics.get(names.val_quality(params.get(names.QUALITY, "")), nan)
     test = float(test_rate) if test_rate else nan
-    return FinishedTrial(run_id, trial_id, params, quality, metrics.get(names.VAL_EXCEEDANCE_RATE, nan), test)
+    rate = metrics.get(names.VAL_EXCEEDANCE_RATE, nan)
+    return FinishedTrial(run_id, trial_id, params, quality, rate, test, job or "")
 
 
 class TrialStore(Protocol):
@@ -100,7 +106,7 @@ class DatabaseTrialStore:
     def finished_trials(self, experiment_id: str) -> list[tuple[FinishedTrial, str]]:
         # One row per trial, one column per needed key: each LEFT JOIN is a primary-key lookup
         # on (key, run_uuid), so this reads a few values per run, not every param and metric.
-        columns = [("tags", TRIAL_ID), ("tags", PARENT), ("tags", names.TEST_EXCEEDANCE_RATE)]
+        columns = [("tags", TRIAL_ID), ("tags", PARENT), ("tags", names.TEST_EXCEEDANCE_RATE), ("tags", names.JOB)]
         columns += [("params", k) for k in PARAMS]
         columns += [("latest_metrics", k) for k in METRICS]
         joins, selected = [], []
@@ -121,7 +127,7 @@ class DatabaseTrialStore:
 
     @staticmethod
     def _trial(row) -> tuple[FinishedTrial, str]:
-        run_id, trial_id, parent, test_rate, *rest = row
+        run_id, trial_id, parent, test_rate, job, *rest = row
         params = {k: v for k, v in zip(PARAMS, rest[: len(PARAMS)], strict=True) if v is not None}
         pairs = rest[len(PARAMS) :]
         metrics = {
@@ -129,7 +135,7 @@ class DatabaseTrialStore:
             for k, value, is_nan in zip(METRICS, pairs[::2], pairs[1::2], strict=True)
             if value is not None
         }
-        return finished_trial(run_id, trial_id or "", params, metrics, test_rate), parent or ""
+        return finished_trial(run_id, trial_id or "", params, metrics, test_rate, job), parent or ""
 
     def run_config(self, run_id: str) -> str:
         rows = self._rows("SELECT artifact_uri FROM runs WHERE run_uuid = :run", run=run_id)
@@ -189,7 +195,8 @@ class ServerTrialStore:
                 metrics = {m["key"]: float(m["value"]) for m in data.get("metrics", []) if m["key"] in METRICS}
                 tags = {t["key"]: t["value"] for t in data.get("tags", [])}
                 test_rate = tags.get(names.TEST_EXCEEDANCE_RATE)
-                trial = finished_trial(run["info"]["run_id"], tags.get(TRIAL_ID, ""), params, metrics, test_rate)
+                run_id, trial_id, job = run["info"]["run_id"], tags.get(TRIAL_ID, ""), tags.get(names.JOB)
+                trial = finished_trial(run_id, trial_id, params, metrics, test_rate, job)
                 found.append((trial, tags.get(PARENT, "")))
             token = page.get("next_page_token")
             if not token:
