@@ -48,6 +48,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_mlflow(args: list[str], port: int, cwd: Path | None = None) -> subprocess.Popen:
+    """`mlflow ARGS --host 127.0.0.1 --port PORT` (a `server` or the `ui`) in its own process
+    group, returned once it answers `/health`; stop it with `stop_process`."""
+    import urllib.request
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                raise AssertionError(f"mlflow {args[0]} did not start") from None
+            time.sleep(0.5)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Kill a process started in its own group (`serve_mlflow`), and its children."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> list[str]:
     """Overrides that point tracking and the tuner directory into a temp dir."""

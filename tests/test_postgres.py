@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import postgres
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, command, free_port
+from conftest import TINY, command, free_port, serve_mlflow, stop_process
 from exceedance.recording.reader import DatabaseTrialStore
 
 pytestmark = pytest.mark.slow
@@ -87,25 +83,10 @@ def test_a_sweep_two_jobs_a_pick_and_a_registered_model_in_postgresql(database, 
 
 def test_a_sweep_and_two_jobs_through_an_mlflow_server_on_postgresql(database, tmp_path):
     port = free_port()
-    server = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
-            *("--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts")),
-            *("--workers", "1"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    backend = ("--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"))
+    server = serve_mlflow(["server", *backend, "--workers", "1"], port)
     uri = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server did not start"
-                subprocess.run(["sleep", "0.5"])
         done = command("sweep", [*TINY, f"tracking.uri={uri}", "name=served"], tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         jobs = command("sweep", ["-m", *TINY, f"tracking.uri={uri}", "name=served", "penalty=l1,l2"], tmp_path)
@@ -119,5 +100,4 @@ def test_a_sweep_and_two_jobs_through_an_mlflow_server_on_postgresql(database, t
         assert len(MlflowClient(database).search_runs([experiment.experiment_id])) == len(runs)
         assert any((tmp_path / "artifacts").rglob("predictions.png"))
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        stop_process(server)

@@ -20,7 +20,19 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import SLOW_TRIALS, TINY, all_gone, children, command, free_port, last_line, sweep_process, trial_runs
+from conftest import (
+    SLOW_TRIALS,
+    TINY,
+    all_gone,
+    children,
+    command,
+    free_port,
+    last_line,
+    serve_mlflow,
+    stop_process,
+    sweep_process,
+    trial_runs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -111,31 +123,8 @@ def test_a_sweep_beside_another_mlflow_process_creating_the_same_new_store(tmp_p
 
 
 def _server(port: int, store: Path) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)),
-            *("--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--artifacts-destination", str(store / "a")),
-            *("--workers", "1"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    import urllib.request
-
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-            return process
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not start")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    backend = ("--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--artifacts-destination", str(store / "a"))
+    return serve_mlflow(["server", *backend, "--workers", "1"], port)
 
 
 def test_a_tracking_server_that_dies_mid_sweep_stops_it_with_one_line_and_a_rerun_resumes(tmp_path):
@@ -146,7 +135,7 @@ def test_a_tracking_server_that_dies_mid_sweep_stops_it_with_one_line_and_a_reru
     try:
         sweep = sweep_process(args, tmp_path, stderr=subprocess.PIPE)
         wait_for_line(sweep, "trial 0:")
-        _stop(server)
+        stop_process(server)
         started = time.monotonic()
         _, err = sweep.communicate(timeout=180)
         waited = time.monotonic() - started
@@ -169,7 +158,7 @@ def test_a_tracking_server_that_dies_mid_sweep_stops_it_with_one_line_and_a_reru
         assert sorted(finished) == ["0", "1", "2"]
         assert running(client) == []
     finally:
-        _stop(server)
+        stop_process(server)
 
 
 def test_secrets_in_the_tracking_uri_reach_no_file_and_no_printed_line(tmp_path):
@@ -199,7 +188,7 @@ def test_secrets_in_the_tracking_uri_reach_no_file_and_no_printed_line(tmp_path)
         for run in all_runs(client, "secret"):
             assert password not in json.dumps([run.data.tags, run.data.params])
     finally:
-        _stop(server)
+        stop_process(server)
 
 
 def _tmpfs(path: Path, size: str) -> None:

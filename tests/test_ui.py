@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, free_port
+from conftest import TINY, free_port, serve_mlflow, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -94,34 +91,10 @@ def ui(swept):
     cwd, _ = swept
     port = free_port()
     uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
-    server = subprocess.Popen(
-        [
-            shutil.which("mlflow") or "mlflow",
-            "ui",
-            "--backend-store-uri",
-            uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    server = serve_mlflow(["ui", "--backend-store-uri", uri], port, cwd)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
-            time.sleep(0.5)
     yield base, MlflowClient(uri)
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    stop_process(server)
 
 
 @pytest.fixture(scope="module")

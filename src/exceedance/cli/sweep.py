@@ -148,8 +148,8 @@ def _print_joint_front(cfg: DictConfig) -> None:
     groups = joint_rows(experiment)
     rows = [row for group in groups.values() for row in group]
     front = [row for row in rows if row["pareto"]]
-    jobs = len({row["search"] for row in rows})
-    print(f"\n{experiment.name}: {len(rows)} finished trials of {jobs} searches at {redact(uri)}")
+    searches = len({row["search"] for row in rows})
+    print(f"\n{experiment.name}: {len(rows)} finished trials of {searches} searches at {redact(uri)}")
     for (_, quality, limit), group in groups.items():
         print(f"Joint Pareto front (validation {quality} against exceedance rate on limit {cell(limit)}):")
         print(f"{'job':>4}  {front_line(None)}")

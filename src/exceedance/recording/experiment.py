@@ -236,12 +236,12 @@ class Experiment:
         name = f"trial-{int(trial_id):02d}" if trial_id.isdigit() else f"trial-{trial_id}"
         return self._new_run(tags, params or {}, run_name=name)
 
-    def searches(self) -> dict[str, tuple[str, str]]:
-        """Every search (parent run) of the experiment: run id -> (run name, multirun job number)."""
+    def searches(self) -> dict[str, str]:
+        """Every search (parent run) of the experiment: run id -> its run's name."""
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{names.ROLE}` = '{names.SEARCH}'", max_results=50_000
         )
-        return {r.info.run_id: (r.info.run_name or "", r.data.tags.get(names.JOB_NUM, "")) for r in runs}
+        return {r.info.run_id: r.info.run_name or "" for r in runs}
 
     def front_run(self) -> str:
         """The experiment's one `front` run, created on first use. Call under `store_lock`: two

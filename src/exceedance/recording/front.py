@@ -41,7 +41,7 @@ def trial_label(job: str, trial_id: str) -> str:
 
 def joint_rows(experiment: Experiment) -> dict[tuple[str, str, str], list[dict]]:
     """Every finished trial as a row, by comparable group (data, quality, limit), its front marked."""
-    parents = experiment.searches()
+    searches = experiment.searches()
     grouped: dict[tuple[str, str, str], list[pareto.FinishedTrial]] = defaultdict(list)
     parent_of = {}
     # The fast reader (a few columns per run), not MLflow's client: a pick refreshes this too.
@@ -58,11 +58,9 @@ def joint_rows(experiment: Experiment) -> dict[tuple[str, str, str], list[dict]]
         rows = pareto.table(trials, mask, names.SEARCHED, direction)
         by_run = {t.run_id: t for t in trials}
         for row in rows:
-            search_name, job = parents.get(parent_of[row["run_id"]], ("", ""))
             row.update(
-                job=job,
-                search=search_name,
-                label=trial_label(job, str(row["trial_id"])),
+                search=searches.get(parent_of[row["run_id"]], ""),
+                label=trial_label(row["job"], str(row["trial_id"])),
                 test_exceedance_rate=by_run[row["run_id"]].test_exceedance_rate,
             )
         groups[key] = rows
