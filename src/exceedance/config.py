@@ -164,6 +164,13 @@ class SearchConfig:
     # required for an unbounded quality (mae, mse), in your units; bounded ones default to their
     # worst value (0 for within_tolerance and accuracy).
     reference_quality: float | None = None
+    # Worker processes sharing this search (`workers.py`): one oracle, served over gRPC by this
+    # command (keras-tuner's chief), proposes; each worker trains its own trials. With more
+    # than 1, `listen` is where the oracle is served (port 0: any free one); on another host,
+    # `join=HOST:PORT` starts `workers` more workers on the search served there.
+    workers: int = 1
+    listen: str = "127.0.0.1:0"
+    join: str = ""
 
 
 @dataclass

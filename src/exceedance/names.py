@@ -27,6 +27,7 @@ CERTIFICATE = "exceedance.certificate."  # prefix of a certified model's tags (c
 PICKED = "picked"  # "true" on the one trial of an experiment `exceedance-pick` picked last
 OVERRIDES, JOB_NUM = "hydra.overrides", "hydra.job_num"  # a multirun job's parent run
 JOB = "exceedance.job"  # on a trial run: its multirun job's number (trial ids repeat across jobs)
+WORKER = "exceedance.worker"  # on a trial run of a search with workers: the worker that trained it
 # An experiment tag MLflow's UI writes when a user chooses the experiment's kind.
 EXPERIMENT_KIND, MACHINE_LEARNING = "mlflow.experimentKind", "custom_model_development"
 NOTE = "mlflow.note.content"  # a run's description, which MLflow shows as Markdown on its page

@@ -51,14 +51,18 @@ def search_key(config: Config) -> str:
     settings) maps to the same key, so rerunning it resumes instead of starting over."""
     defining = dataclasses.asdict(config)
     defining.pop("tracking")
-    for how_not_what in ("overwrite", "intra_op_threads", "inter_op_threads"):
+    for how_not_what in ("overwrite", "intra_op_threads", "inter_op_threads", "workers", "listen", "join"):
         defining["search"].pop(how_not_what)
     digest = hashlib.sha1(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config.name}-{digest}"
 
 
 def run(
-    config: Config, report: Callable[[str], None] = print, tags: dict[str, str] | None = None, run_name: str = ""
+    config: Config,
+    report: Callable[[str], None] = print,
+    tags: dict[str, str] | None = None,
+    run_name: str = "",
+    label: str = "",
 ) -> SearchResult:
     """Validate, load data, check the store and the tuner directory, claim the search, then run
     and track one keras-tuner search.
@@ -71,6 +75,7 @@ def run(
         report: receives one progress line per trial.
         tags: extra tags for the parent run (e.g. Hydra overrides).
         run_name: the parent run's name (default: `config.name`).
+        label: what `report` puts before each line (a multirun job's), for the workers' lines.
 
     Returns:
         A `SearchResult` with the Pareto table of the search.
@@ -84,18 +89,49 @@ def run(
     uri = connect(config.tracking)
     key = search_key(config)
     project = check_tuner_directory(Path(config.search.directory), key, config.search.overwrite)
-    with claim(project):
-        recorder = Recorder(config.tracking.timeout_s)  # starts now, alongside the TensorFlow import
-        try:
-            started = SearchStarted(uri, config, key, tags or {}, run_name)
-            return _search(config, dataset, started, recorder, report)
-        except BrokenProcessPool:
-            raise SearchStopped(
-                "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
-                "recorded are kept: rerun the same command to resume the search"
-            ) from None
-        finally:
-            recorder.close()
+    with claim(project), recording(config) as recorder:
+        started = SearchStarted(uri, config, key, tags or {}, run_name)
+        return _search(config, dataset, started, recorder, report, label)
+
+
+def join(config: Config, report: Callable[[str], None] = print) -> int:
+    """Start `search.workers` workers on the search served at `search.join` (from another host);
+    return how many ended well. The input is checked as `run` checks it."""
+    from exceedance import workers
+
+    validate(config)
+    data_module.load(config.data)
+    uri = connect(config.tracking)
+    check_tuner_directory(Path(config.search.directory), search_key(config), overwrite=False)
+    return workers.join(config, uri, report)
+
+
+def work(config: Config, report: Callable[[str], None]) -> None:
+    """One worker process of a search whose oracle is served elsewhere (`workers`): keras-tuner's
+    `KERASTUNER_*` variables say where, and name this worker."""
+    from exceedance.workers import TUNER_ID
+
+    dataset = data_module.load(config.data)
+    uri = connect(config.tracking)
+    with recording(config) as recorder:
+        started = SearchStarted(uri, config, search_key(config), worker=os.environ[TUNER_ID])
+        _search(config, dataset, started, recorder, report)
+
+
+@contextmanager
+def recording(config: Config):
+    """A `Recorder` for the search, started now, alongside the TensorFlow import; its process
+    dying is one line."""
+    recorder = Recorder(config.tracking.timeout_s)
+    try:
+        yield recorder
+    except BrokenProcessPool:
+        raise SearchStopped(
+            "search stopped: the MLflow recording process died (killed or out of memory); the trials it "
+            "recorded are kept: rerun the same command to resume the search"
+        ) from None
+    finally:
+        recorder.close()
 
 
 def check_tuner_directory(directory: Path, key: str, overwrite: bool) -> Path:
@@ -194,7 +230,12 @@ def ctrl_c_deferred():
 
 
 def _search(
-    config: Config, dataset: data_module.Dataset, started: SearchStarted, recorder: Recorder, report
+    config: Config,
+    dataset: data_module.Dataset,
+    started: SearchStarted,
+    recorder: Recorder,
+    report: Callable[[str], None],
+    label: str = "",
 ) -> SearchResult:
     import_tensorflow()
     from exceedance.fitting import use_threads
@@ -207,7 +248,10 @@ def _search(
     # Every trial builds a new model, so fit() traces new graphs by design; that warning is noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
-    directory, key = str(Path(config.search.directory).resolve()), started.search_key
+    directory, project = str(Path(config.search.directory).resolve()), started.search_key
+    overwrite = config.search.overwrite
+    if started.worker:  # its own folder (the oracle's state is the chief's), started afresh
+        directory, project, overwrite = f"{directory}/{project}/workers", started.worker, True
     try:
         with redirect_stdout(io.StringIO()):  # keras-tuner prints "Reloading Tuner from <file>" on a resume
             tuner = ExceedanceTuner(
@@ -216,19 +260,28 @@ def _search(
                 config,
                 recorder,
                 directory=directory,
-                project_name=key,
-                overwrite=config.search.overwrite,
+                project_name=project,
+                overwrite=overwrite,
                 report=report,
             )
     except (ValueError, KeyError, TypeError, OSError) as err:  # state keras-tuner wrote but cannot reload
         raise ConfigError(
-            f"search.directory: keras-tuner cannot resume from {directory}/{key} ({type(err).__name__}: {err}); "
+            f"search.directory: keras-tuner cannot resume from {directory}/{project} ({type(err).__name__}: {err}); "
             "rerun with search.overwrite=true to start this search over (its MLflow runs are kept)"
         ) from None
+    chief = None
+    if config.search.workers > 1 and not started.worker:
+        from exceedance.workers import Chief
+
+        chief = Chief(tuner.oracle, config, started.uri, report, label=label)
     # The parent run is opened (and a resumed one set RUNNING) only once the tuner has loaded.
     parent_id = recorder.send(started).result()
+    elsewhere = 0  # trials the workers started
     try:
-        tuner.search(dataset)
+        if chief is None:
+            tuner.search(dataset)
+        else:
+            elsewhere = chief.run()
     except TrackingLost:
         raise  # the store is gone: nothing more can be recorded; a rerun resumes
     except BaseException as err:
@@ -238,9 +291,9 @@ def _search(
         raise as_os_error(err) or err  # noqa: B904 (the error itself, or its OSError form)
     with ctrl_c_deferred():
         tuner.flush()
-        summary = recorder.send(SearchEnded(FINISHED)).result()
-    if summary.finished == 0:
-        reason = tuner.progress.last_failure
+        summary = recorder.send(SearchEnded(FINISHED, elsewhere)).result()
+    if summary.finished == 0 and not started.worker:
+        reason = tuner.progress.last_failure or "see the workers' lines above"
         raise SearchStopped(f"search ended with no finished trial; last reason: {reason}. {failure_hint(reason)}")
     front = [row for row in summary.rows if row["pareto"]]
     return SearchResult(

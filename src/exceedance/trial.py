@@ -132,6 +132,9 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         # the run's tags and the progress line instead), and saves its state files in place.
         kt.src.config.DEBUG = False
         kt.src.utils.save_json = _save_json_whole  # every state file goes through it (engine.stateful)
+        # keras-tuner 1.4.8 prints a conditional hyperparameter's first value each time it sends the
+        # space over gRPC (a leftover `print` in `Parent.to_proto`, in the chief and its workers).
+        kt.src.engine.conditions.print = lambda *args, **kwargs: None
         super().__init__(oracle, hypermodel, directory=directory, project_name=project_name, overwrite=overwrite)
         self.config, self.recorder, self.callbacks = config, recorder, list(callbacks)
         self.oracle.verbose = 0  # our own progress line replaces keras-tuner's tables
@@ -141,6 +144,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         self._stack = None
         # A finished trial's end, and its predictions to draw once that end is recorded.
         self._finished: dict[str, TrialEnded] = {}
+        self._scores: dict[str, dict[str, float]] = {}  # a finished trial's final validation scores
         self._predictions: dict[str, TrialPredictions] = {}
         self._pending: list[Future] = []
 
@@ -171,7 +175,8 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             if trial.status == kt.engine.trial.TrialStatus.IDLE:
                 if trials:
                     break
-                continue  # as keras-tuner's loop: the oracle is computing
+                time.sleep(0.05)  # the oracle waits on trials in flight (another worker's): ask again soon
+                continue
             trials.append(trial)
         return trials
 
@@ -219,7 +224,7 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             final = {name: value for name, value in results[k].final.items() if name.startswith("val_")}
             self.oracle.update_trial(trial.trial_id, final)
             trial.status = kt.engine.trial.TrialStatus.COMPLETED
-            self._finish(trial, test[k], val_predictions[k], results[k].epochs)
+            self._finish(trial, test[k], val_predictions[k], results[k].epochs, final)
 
     def _populate_initial_space(self):
         # keras-tuner's default builds a whole model per conditional branch just to discover the
@@ -271,10 +276,11 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
         )
         if fitted.diverged:
             raise kt.errors.FailedTrialError(fitted.diverged)
-        self._test(trial, model, dataset, fitted.epochs)
-        return {k: v for k, v in fitted.final.items() if k.startswith("val_")}
+        final = {k: v for k, v in fitted.final.items() if k.startswith("val_")}
+        self._test(trial, model, dataset, fitted.epochs, final)
+        return final
 
-    def _test(self, trial, model: keras.Model, dataset: Dataset, step: int) -> None:
+    def _test(self, trial, model: keras.Model, dataset: Dataset, step: int, scores: dict[str, float]) -> None:
         """Score the test rows; keep the validation predictions for the trial's picture."""
         # Eager forward passes: predict/evaluate would trace and compile new graphs per model.
         data, hypermodel = self.config.data, self.hypermodel
@@ -282,12 +288,14 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
             model.loss, hypermodel.model_limit, data.quality, data.tolerance, hypermodel.target.scale
         )
         test = evaluate_eagerly(model.loss, metrics, dataset.y_test, model(dataset.x_test, training=False))
-        self._finish(trial, test, keras.ops.convert_to_numpy(model(dataset.x_val, training=False)), step)
+        self._finish(trial, test, keras.ops.convert_to_numpy(model(dataset.x_val, training=False)), step, scores)
 
-    def _finish(self, trial, test: dict[str, float], val_predictions, step: int) -> None:
-        """Keep a finished trial's end (its test scores) and its validation predictions, to
-        record once keras-tuner has its result."""
+    def _finish(self, trial, test: dict[str, float], val_predictions, step: int, scores: dict[str, float]) -> None:
+        """Keep a finished trial's end (its test scores), its validation scores for its line, and its
+        validation predictions, to record once keras-tuner has its result. (A worker's trial objects
+        never get the scores: the oracle keeps them in the chief.)"""
         hypermodel = self.hypermodel
+        self._scores[trial.trial_id] = scores
         self._finished[trial.trial_id] = TrialEnded(
             trial.trial_id, FINISHED, step, {f"{names.TEST}{k}": float(v) for k, v in test.items()}
         )
@@ -312,13 +320,14 @@ class ExceedanceTuner(kt.engine.base_tuner.BaseTuner):
                 self._send(predictions)
             self._collect(wait=False)  # fail at the first tracking error, not at the search's end
             done = ended.status == FINISHED
-            scores = {k: trial.metrics.get_last_value(k) for k in trial.metrics.metrics} if done else None
+            scores = self._scores.pop(trial.trial_id, None) if done else None
             self.progress.ended(trial.trial_id, self._params(trial), scores, ended.reason)
 
     def _ended(self, trial) -> TrialEnded:
         if trial.status == kt.engine.trial.TrialStatus.COMPLETED:
             return self._finished.pop(trial.trial_id)
         self._predictions.pop(trial.trial_id, None)
+        self._scores.pop(trial.trial_id, None)
         return TrialEnded(trial.trial_id, FAILED, reason=_last_line(trial.message))
 
     def flush(self, raise_errors: bool = True) -> None:

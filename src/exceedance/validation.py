@@ -54,6 +54,18 @@ def _range(r: Range, field_name: str, *, positive: bool = False, non_negative: b
     _require(r.low <= r.high, field_name, f"low ({r.low}) must be <= high ({r.high})")
 
 
+def address(field_name: str, value: str, any_port: bool = False) -> tuple[str, int]:
+    """`HOST:PORT` split, once both parts are usable (`any_port`: 0 for any free port)."""
+    host, _, port = str(value).rpartition(":")
+    lowest = 0 if any_port else 1
+    _require(
+        bool(host) and port.isdigit() and lowest <= int(port) <= 65535,
+        field_name,
+        f"must be HOST:PORT with a port in {lowest}..65535, got {value!r}",
+    )
+    return host, int(port)
+
+
 def validate(config: Config) -> None:
     """Check every range and cross-field rule; raise `ConfigError` naming the first bad field.
 
@@ -179,6 +191,10 @@ def validate(config: Config) -> None:
     for name in ("intra_op_threads", "inter_op_threads"):
         value = getattr(search, name)
         _require(value >= 0, f"search.{name}", f"must be >= 0 (0 = TensorFlow's default), got {value}")
+    _require(1 <= search.workers <= 256, "search.workers", f"must be in 1..256, got {search.workers}")
+    address("search.listen", search.listen, any_port=True)
+    if search.join:
+        address("search.join", search.join)
     _require(1 <= config.tracking.port <= 65535, "tracking.port", f"must be in 1..65535, got {config.tracking.port}")
     _require(
         not (config.tracking.server and config.tracking.uri),

@@ -22,7 +22,7 @@ from exceedance.config import Config, register_configs
 from exceedance.errors import ConfigError, has_userinfo, redact
 from exceedance.quiet import quiet_libraries, take_verbose_flag
 from exceedance.recording.reader import open_trial_store
-from exceedance.run_search import SearchResult, run
+from exceedance.run_search import SearchResult, join, run
 from exceedance.stores import require_free_space, resolve_uri
 
 COMMAND = "exceedance-sweep"
@@ -89,7 +89,12 @@ def _run_and_print(cfg: DictConfig) -> None:
         tags[names.JOB_NUM] = str(hydra_config.job.num)
         label = f"[job {hydra_config.job.num}{' ' + overrides if overrides else ''}] "
     run_name = f"{config.name}: {overrides}" if overrides else config.name
-    result = run(config, report=lambda line: print(f"{label}{line}", flush=True), tags=tags, run_name=run_name)
+    report = lambda line: print(f"{label}{line}", flush=True)  # noqa: E731
+    if config.search.join:  # workers on a search another command serves
+        ended_well = join(config, report)
+        print(f"{label}{ended_well} of {config.search.workers} workers ended; the search's command prints its front")
+        return
+    result = run(config, report=report, tags=tags, run_name=run_name, label=label)
     if result.started == 0:
         print(
             f"{label}nothing new to run: search {run_name!r} had already finished its {result.trials} trials; "

@@ -28,6 +28,8 @@ class SearchStarted:
         search_key: the search's stable name; an earlier parent run with it is resumed.
         tags: extra tags for a new parent run (e.g. a multirun job's overrides).
         run_name: the parent run's name in the UI (default: the search's `name`).
+        worker: for one of several workers on the search (`workers`), its name: it records its
+            trials under the running parent run, which it neither resumes nor ends.
     """
 
     uri: str
@@ -35,6 +37,7 @@ class SearchStarted:
     search_key: str
     tags: dict[str, str] = field(default_factory=dict)
     run_name: str = ""
+    worker: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class SearchEnded:
     """The search ended with `status`; the recording side answers with a `SearchSummary`."""
 
     status: str
+    started: int = 0  # trials that workers started for it (`workers`), beside this process's own
 
 
 @dataclass(frozen=True)

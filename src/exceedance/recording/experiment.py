@@ -21,6 +21,7 @@ import yaml
 
 from exceedance import names
 from exceedance.config import Config
+from exceedance.errors import ConfigError, redact
 from exceedance.pareto import FinishedTrial
 from exceedance.recording.reader import finished_trial
 
@@ -195,6 +196,24 @@ class Experiment:
         tags = {names.ROLE: names.SEARCH, names.SEARCH_KEY: search_key, **tags}
         return self._new_run(tags, *config_params(config), run_name=run_name), None
 
+    def running_search(self, search_key: str) -> str:
+        """The parent run of the search `search_key`, which a worker joins; it must be running.
+
+        Raises:
+            ConfigError: no such search is running in this store.
+        """
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{names.SEARCH_KEY}` = '{search_key}' and attributes.status = 'RUNNING'",
+            max_results=1,
+        )
+        if not found:
+            raise ConfigError(
+                f"search.join: no running search {search_key!r} in experiment {self.name!r} at {redact(self.uri)}; "
+                "give the workers the same config, store and overrides as the command serving the search"
+            )
+        return found[0].info.run_id
+
     def start_training(self, config: Config, tags: dict[str, str]) -> str:
         """A top-level run for retraining a picked configuration (`exceedance-train`)."""
         return self._new_run({names.ROLE: names.TRAINING, **tags}, *config_params(config), run_name="train")
@@ -229,10 +248,15 @@ class Experiment:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(runs)
 
-    def start_trial(self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None, job: str = "") -> str:
+    def start_trial(
+        self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None, job: str = "", worker: str = ""
+    ) -> str:
         """A trial's run (`trial-03`), nested under its search; params may also come later with
-        `log_batch`. `job`: the multirun job's number, tagged, as trial ids repeat across jobs."""
+        `log_batch`. `job`: the multirun job's number, tagged, as trial ids repeat across jobs;
+        `worker`: the worker that trains it, when several do."""
         tags = {names.PARENT: parent_id, names.ROLE: names.TRIAL, names.TRIAL_ID: trial_id, names.JOB: job}
+        if worker:
+            tags[names.WORKER] = worker
         name = f"trial-{int(trial_id):02d}" if trial_id.isdigit() else f"trial-{trial_id}"
         return self._new_run(tags, params or {}, run_name=name)
 

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from exceedance.errors import TrackingLost, redact
+from exceedance.errors import ConfigError, TrackingLost, redact
 from exceedance.recording.events import Event, SearchStarted
 from exceedance.stores import sqlite_path
 
@@ -97,6 +97,8 @@ def _lost(uri: str):
         raise _lost_with
     try:
         yield
+    except ConfigError:
+        raise  # the input is wrong (a worker joining a search that is not running), not the store
     except Exception as err:
         _lost_with = TrackingLost(lost_message(uri, err))
         raise _lost_with from None

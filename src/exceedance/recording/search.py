@@ -58,19 +58,26 @@ class SearchRecording:
     Args:
         started: the search's start (URI, config, key, tags); an earlier parent run with the same
             key is resumed, and its trial runs left RUNNING by a killed process are marked KILLED.
+            A worker's (`started.worker`) records its trials under the search's running parent
+            run, and leaves that run and the other workers' trials to the search's chief.
     """
 
     def __init__(self, started: SearchStarted):
         self.config = started.config
         self.experiment = Experiment(started.uri, started.config.name)
-        self.parent_id, self._ended_at = self.experiment.start_search(
-            started.search_key,
-            started.config,
-            started.tags,
-            fresh=started.config.search.overwrite,
-            run_name=started.run_name or started.config.name,
-        )
-        self.experiment.close_orphans(self.parent_id)
+        self._worker = started.worker
+        self._ended_at = None
+        if self._worker:
+            self.parent_id = self.experiment.running_search(started.search_key)
+        else:
+            self.parent_id, self._ended_at = self.experiment.start_search(
+                started.search_key,
+                started.config,
+                started.tags,
+                fresh=started.config.search.overwrite,
+                run_name=started.run_name or started.config.name,
+            )
+            self.experiment.close_orphans(self.parent_id)
         self._job = started.tags.get(names.JOB_NUM, "")
         self._started = 0  # trials this run of the search started
         self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}  # trial id -> key -> (epoch, value)
@@ -92,7 +99,9 @@ class SearchRecording:
         """Record one event; a `SearchEnded` is answered with the search's summary."""
         match event:
             case TrialStarted(trial_id, params):
-                self._runs[trial_id] = self.experiment.start_trial(self.parent_id, trial_id, params, self._job)
+                self._runs[trial_id] = self.experiment.start_trial(
+                    self.parent_id, trial_id, params, self._job, self._worker
+                )
                 self._unsent[trial_id] = _Unsent()
                 self._curves[trial_id] = {}
                 self._started += 1
@@ -114,8 +123,9 @@ class SearchRecording:
                 run_id = self._to_draw.pop(trial_id)
                 figure = plots.prediction_histogram(predictions, self.config.data.limit, threshold)
                 self.experiment.log_figure(run_id, figure, names.HISTOGRAM)
-            case SearchEnded(status):
-                return self._end_search(status)
+            case SearchEnded(status, started):
+                self._started += started
+                return self._end_search(status, read=started > 0)
             case _:
                 raise TypeError(f"not an event of a running search: {event!r}")
         return None
@@ -141,9 +151,16 @@ class SearchRecording:
         self._to_draw[trial_id] = run_id
         self._finished_curves[run_id] = curves
         self._scores[run_id] = scores or (float("nan"), float("nan"))
+        if self._worker:  # the other workers' trials count too
+            self._read_scores()
         self.experiment.log_metrics(self.parent_id, self._progress(), step=len(self._scores))
         if len(self._scores) % FRONT_EVERY == 0:
             self.publish_front(plot=False)
+
+    def _read_scores(self) -> None:
+        self._scores = {
+            t.run_id: (t.quality, t.exceedance_rate) for t, _ in self.experiment.finished_trials(self.parent_id)
+        }
 
     def _progress(self) -> dict[str, float]:
         """The parent run's summary so far: finished trials, front size, best quality, least
@@ -215,11 +232,14 @@ class SearchRecording:
             return False
         return same_limit and all(params.get(k) == self._comparable[k] for k in (names.DATA, names.QUALITY))
 
-    def _end_search(self, status: str) -> SearchSummary:
+    def _end_search(self, status: str, read: bool = False) -> SearchSummary:
         """End the search: its final front (with the figure) when it finished, then its status,
-        which a trial cut short (Ctrl-C) shares."""
-        rows = self.publish_front() if status == FINISHED else []
-        joint = front.publish_locked(self.experiment) if rows else []
+        which a trial cut short (Ctrl-C) shares. A worker ends only its own part: the curves
+        of its trials on the front so far. `read`: trials were recorded by other processes."""
+        if read:
+            self._read_scores()
+        rows = self.publish_front(plot=not self._worker) if status == FINISHED else []
+        joint = front.publish_locked(self.experiment) if rows and not self._worker else []
         for row in rows:  # the trials a user opens: those on the search's front
             curves = self._finished_curves.get(row["run_id"]) if row["pareto"] else None
             if curves:
@@ -239,6 +259,8 @@ class SearchRecording:
         for run_id in self._runs.values():
             self.experiment.end_run(run_id, status)
         self._runs.clear()
+        self._ended = True
+        if self._worker:
+            return  # the search's chief ends the parent run
         # A rerun that started no trial keeps the search's earlier end: its duration stays the time it ran.
         self.experiment.end_run(self.parent_id, status, self._ended_at if self._started == 0 else None)
-        self._ended = True

@@ -1,0 +1,327 @@
+"""Several worker processes on one search (`search.workers`), in keras-tuner's chief/worker mode.
+
+The command that runs the search is its chief (`Chief`): it loads the oracle (resuming its saved
+state), opens the parent run, serves the oracle over gRPC with keras-tuner's own servicer on
+`search.listen`, and starts the workers, one process each (`python -m exceedance.workers`), told
+where the oracle is by keras-tuner's variables `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP` and
+`KERASTUNER_ORACLE_PORT`. Each worker asks the oracle for trials, trains them stacked as a
+single process does, records them under the parent run through its own recording process, and
+reports their results back. On another host, `search.join=HOST:PORT` starts workers on the search
+served there (`join`). Every oracle works this way, `pareto` too: its Optuna study lives in the
+chief, which asks it for one trial per request (its constant-liar TPE tells trials in flight apart).
+
+Guards against keras-tuner's known failures in this mode:
+- A worker that dies mid-trial (killed, out of memory, a gRPC error: keras-team/keras-tuner#915)
+  leaves its trials running in the oracle, and keras-tuner's own chief then waits for them
+  forever. Our chief watches its workers: a dead worker's trials go back to the oracle's retry
+  queue, once (a trial whose worker dies twice fails); a worker killed by a signal is replaced
+  once. Its recording process marks its open runs KILLED.
+- The chief ends when its workers have ended (and any trial a joined worker still trains has
+  ended), not when keras-tuner thinks every tuner was told to stop, which a dead one never is.
+- Workers give up if the oracle takes minutes to start (#990): ours start once it is serving, and
+  a joining command first waits for it (`JOIN_WAIT_S`).
+- Killed and restarted, the chief resumes: keras-tuner reloads the oracle and queues the trials
+  that were in flight for a retry; the parent's runs left RUNNING are marked KILLED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from exceedance.config import Config
+from exceedance.errors import ConfigError, SearchStopped
+from exceedance.validation import address
+
+TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
+CONFIG_ENV, LABEL_ENV, CHIEF_PID_ENV = "EXCEEDANCE_WORKER_CONFIG", "EXCEEDANCE_WORKER_LABEL", "EXCEEDANCE_CHIEF_PID"
+JOIN_WAIT_S = 600.0  # how long a joining command waits for the search's oracle to answer
+STOP_WAIT_S = 60.0  # how long stopped workers get to record their ends before they are killed
+POLL_S = 0.2
+
+
+@dataclasses.dataclass
+class Worker:
+    """One worker process and its name (its keras-tuner tuner id, and its trials' `worker` tag)."""
+
+    name: str
+    label: str
+    process: subprocess.Popen
+    replaces: str = ""  # the worker it replaced, if any
+
+
+def worker_name(number: int) -> str:
+    """A name no other worker of any host has: keras-tuner treats a tuner id holding "chief" as its chief."""
+    host = socket.gethostname().replace("chief", "chf")
+    return f"w{number}-{host}-{os.getpid()}"
+
+
+def worker_config(config: Config, count: int) -> Config:
+    """The config each of `count` workers on this host runs: the cores shared among them when
+    the thread settings are TensorFlow's defaults, and no store of its own to start."""
+    search = config.search
+    cores = max(1, (os.cpu_count() or 1) // count)
+    return dataclasses.replace(
+        config,
+        search=dataclasses.replace(
+            search,
+            intra_op_threads=search.intra_op_threads or cores,
+            inter_op_threads=search.inter_op_threads or cores,
+        ),
+        tracking=dataclasses.replace(config.tracking, uri="", server=False),
+    )
+
+
+def start_workers(config: Config, uri: str, oracle: str, count: int, label: str, first: int = 1) -> list[Worker]:
+    """Start `count` workers of the search whose oracle answers at `oracle` (HOST:PORT)."""
+    host, port = address("search.listen", oracle)
+    settings = json.dumps(dataclasses.asdict(worker_config(config, count)))
+    started = []
+    for number in range(first, first + count):
+        name, worker_label = worker_name(number), f"{label}[worker {number}] "
+        env = {
+            **os.environ,
+            TUNER_ID: name,
+            ORACLE_IP: host,
+            ORACLE_PORT: str(port),
+            CONFIG_ENV: settings,
+            LABEL_ENV: worker_label,
+            CHIEF_PID_ENV: str(os.getpid()),
+            "MLFLOW_TRACKING_URI": uri,  # the store the search was checked against; never printed
+        }
+        process = subprocess.Popen([sys.executable, "-m", "exceedance.workers"], env=env)
+        started.append(Worker(name, worker_label, process))
+    return started
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    """Ask live workers to stop (as Ctrl-C does: each records its end), then kill the late ones."""
+    live = [w for w in workers if w.process.poll() is None]
+    for worker in live:
+        worker.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for worker in live:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+class Chief:
+    """Serves a search's oracle to its workers and watches them.
+
+    Binds `search.listen` at once, so a port in use is a `ConfigError` before the parent run opens.
+
+    Args:
+        oracle: the search's keras-tuner oracle, loaded (or resumed) by the chief's tuner.
+        config: the search's configuration.
+        uri: the checked tracking URI the workers record to.
+        report: receives the chief's lines (a worker died, its trials retried).
+        label: the multirun job's label, before each worker's own.
+    """
+
+    def __init__(self, oracle, config: Config, uri: str, report: Callable[[str], None], label: str = ""):
+        from concurrent import futures
+
+        import grpc
+        from keras_tuner.src import protos
+        from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+        self.oracle, self.config, self.uri, self.report, self.label = oracle, config, uri, report, label
+        host, port = address("search.listen", config.search.listen, any_port=True)
+        # One thread per worker and a spare: the oracle's own lock serializes what must be.
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.search.workers + 2))
+        protos.get_service_grpc().add_OracleServicer_to_server(OracleServicer(oracle), self._server)
+        try:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            raise ConfigError(
+                f"search.listen: cannot serve the search's oracle on {host}:{port} (in use, or not this host's "
+                "address); choose another port, or port 0 for any free one"
+            )
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+        self.address = f"{local}:{self.port}"
+        self._server.start()
+        self.workers: list[Worker] = []
+        self._retried: set[str] = set()
+
+    def run(self) -> int:
+        """Start the workers and watch them until the search is done; return how many trials they started.
+
+        Raises:
+            SearchStopped: every worker stopped with an error (each printed its own line).
+        """
+        started_before = len(self.oracle.start_order)
+        count = self.config.search.workers
+        self.report(
+            f"oracle served on {self.address} to {count} workers; to add workers on other hosts, run the same "
+            f"command with search.workers=N search.join=<this host>:{self.port}"
+        )
+        try:
+            self.workers = start_workers(self.config, self.uri, self.address, count, self.label)
+            self._watch()
+        finally:
+            stop_workers(self.workers)
+            self._server.stop(grace=1.0)
+        failed = [w for w in self.workers if w.process.returncode != 0]
+        if failed and len(failed) == len(self.workers):
+            reasons = ", ".join(f"{w.label.strip()} {exit_reason(w.process.returncode)}" for w in failed)
+            raise SearchStopped(f"search stopped: every worker stopped ({reasons}); rerun the same command to resume")
+        return len(self.oracle.start_order) - started_before
+
+    def _watch(self) -> None:
+        seen: set[str] = set()
+        while True:
+            for worker in self.workers:
+                if worker.name in seen or worker.process.poll() is None:
+                    continue
+                seen.add(worker.name)
+                if worker.process.returncode != 0:
+                    self._worker_died(worker)
+            if all(w.process.poll() is not None for w in self.workers) and not self._joined_trials():
+                return
+            time.sleep(POLL_S)
+
+    def _worker_died(self, worker: Worker) -> None:
+        """Its trials go back to the oracle (once each); one killed by a signal is replaced once."""
+        retried, failed = requeue(self.oracle, worker.name, self._retried)
+        code = worker.process.returncode
+        line = f"{worker.label.strip()} ended ({exit_reason(code)})"
+        if retried:
+            line += f"; trials {', '.join(retried)} go to another worker"
+        if failed:
+            line += f"; trials {', '.join(failed)} failed (their worker died twice)"
+        self.report(line)
+        if code < 0 and not worker.replaces:
+            number = len(self.workers) + 1
+            (replacement,) = start_workers(self.config, self.uri, self.address, 1, self.label, first=number)
+            replacement.replaces = worker.name
+            self.workers.append(replacement)
+
+    def _joined_trials(self) -> int:
+        """Trials in flight on workers of other commands (`search.join`), which the chief waits for."""
+        ours = tuple(w.name for w in self.workers)
+        return sum(1 for tuner_id in dict(self.oracle.ongoing_trials) if not tuner_id.startswith(ours))
+
+
+def requeue(oracle, worker: str, retried: set[str]) -> tuple[list[str], list[str]]:
+    """Take a dead worker's trials in flight back from `oracle`: each into the retry queue the
+    first time, failed the second. Returns (retried, failed) trial ids."""
+    import keras_tuner as kt
+
+    @kt.synchronized
+    def take_back(oracle) -> tuple[list[str], list[str]]:
+        again, failed = [], []
+        for tuner_id, trial in list(oracle.ongoing_trials.items()):
+            if tuner_id != worker and not tuner_id.startswith(f"{worker}-"):
+                continue
+            if trial.trial_id in retried:
+                trial.status = kt.engine.trial.TrialStatus.FAILED
+                trial.message = "FailedTrialError: its worker died twice while training it"
+                try:
+                    oracle.end_trial(trial)
+                except RuntimeError:
+                    pass  # too many failures in a row: the workers stop on their own count
+                oracle.ongoing_trials.pop(tuner_id, None)
+                failed.append(trial.trial_id)
+            else:
+                oracle.ongoing_trials.pop(tuner_id)
+                oracle._retry_queue.append(trial.trial_id)
+                retried.add(trial.trial_id)
+                again.append(trial.trial_id)
+        oracle.save()
+        return again, failed
+
+    return take_back(oracle)
+
+
+def wait_for_oracle(oracle: str, timeout_s: float) -> None:
+    """Return once the search's oracle answers at `oracle` (HOST:PORT).
+
+    Raises:
+        ConfigError: nothing answers there within `timeout_s`.
+    """
+    import grpc
+
+    channel = grpc.insecure_channel(oracle)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise ConfigError(
+            f"search.join: no search's oracle answers at {oracle} after {timeout_s:g} s; start the search there "
+            "first (the same command with search.workers=N and search.listen=HOST:PORT)"
+        ) from None
+    finally:
+        channel.close()
+
+
+def join(config: Config, uri: str, report: Callable[[str], None]) -> int:
+    """Start `search.workers` workers on this host on the search served at `search.join`, and
+    wait for them; return how many ended well.
+
+    Raises:
+        ConfigError: no oracle answers there.
+        SearchStopped: every worker stopped with an error.
+    """
+    wait_for_oracle(config.search.join, JOIN_WAIT_S)
+    report(f"joining the search served at {config.search.join} with {config.search.workers} workers")
+    workers = start_workers(config, uri, config.search.join, config.search.workers, "")
+    try:
+        for worker in workers:
+            worker.process.wait()
+    finally:
+        stop_workers(workers)
+    ended_well = sum(1 for w in workers if w.process.returncode == 0)
+    if not ended_well:
+        reasons = ", ".join(f"{w.label.strip()} {exit_reason(w.process.returncode)}" for w in workers)
+        raise SearchStopped(f"search stopped: every worker stopped ({reasons})")
+    return ended_well
+
+
+def _exit_with_chief(chief_pid: int) -> None:
+    """A worker whose chief is gone (killed) stops at once; its recording process then marks its
+    open runs KILLED, and the restarted chief retries their trials."""
+
+    def watch():
+        while os.getppid() == chief_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    """A worker process: the config and where the oracle is come from the chief's environment."""
+    from omegaconf import OmegaConf
+
+    from exceedance.cli.errors import exit_on_user_error
+    from exceedance.quiet import quiet_libraries
+    from exceedance.run_search import work
+
+    quiet_libraries()
+    _exit_with_chief(int(os.environ[CHIEF_PID_ENV]))
+    settings = OmegaConf.merge(OmegaConf.structured(Config), json.loads(os.environ[CONFIG_ENV]))
+    config: Config = OmegaConf.to_object(settings)
+    label = os.environ.get(LABEL_ENV, "")
+    exit_on_user_error(f"{label}exceedance-sweep", work, config, lambda line: print(f"{label}{line}", flush=True))
+
+
+if __name__ == "__main__":
+    main()
