@@ -1,5 +1,6 @@
 """A real PostgreSQL store: sweeps into it directly and through an MLflow server on it, parallel
-jobs, the pick's SQL reader, a registered model, and a password that never leaks."""
+jobs, two workers on one search, the pick's SQL reader, a registered model, and a password that
+never leaks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from conftest import TINY, command, free_port, serve_mlflow, stop_process
 from exceedance.recording.reader import DatabaseTrialStore
 
 pytestmark = pytest.mark.slow
+TWO_WORKERS = ["search.workers=2", "search.max_trials=4", "search.trials_per_step=1"]
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +83,22 @@ def test_a_sweep_two_jobs_a_pick_and_a_registered_model_in_postgresql(database, 
     no_password_anywhere([], tmp_path, client, "pg")
 
 
+def test_two_workers_record_one_search_into_postgresql(database, tmp_path):
+    done = command("sweep", [*TINY, f"tracking.uri={database}", "name=pg_workers", *TWO_WORKERS], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 finished trials in experiment 'pg_workers'" in done.stdout
+    client = MlflowClient(database)
+    experiment = client.get_experiment_by_name("pg_workers")
+    runs = client.search_runs([experiment.experiment_id], "tags.`exceedance.role` = 'trial'")
+    assert sorted(r.data.tags["exceedance.trial_id"] for r in runs) == ["0", "1", "2", "3"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["exceedance.worker"] for r in runs)
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`exceedance.role` = 'search'")
+    assert parent.info.status == "FINISHED" and {r.data.tags["mlflow.parentRunId"] for r in runs} == {
+        parent.info.run_id
+    }
+    no_password_anywhere([done.stdout + done.stderr], tmp_path, client, "pg_workers")
+
+
 def test_a_sweep_and_two_jobs_through_an_mlflow_server_on_postgresql(database, tmp_path):
     port = free_port()
     backend = ("--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"))
@@ -91,11 +109,14 @@ def test_a_sweep_and_two_jobs_through_an_mlflow_server_on_postgresql(database, t
         assert done.returncode == 0, done.stderr[-3000:]
         jobs = command("sweep", ["-m", *TINY, f"tracking.uri={uri}", "name=served", "penalty=l1,l2"], tmp_path)
         assert jobs.returncode == 0, jobs.stderr[-3000:]
+        workers = command("sweep", [*TINY, f"tracking.uri={uri}", "name=served", *TWO_WORKERS], tmp_path)
+        assert workers.returncode == 0, workers.stderr[-3000:]
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("served")
         runs = client.search_runs([experiment.experiment_id])
         trials = [r for r in runs if r.data.tags["exceedance.role"] == "trial"]
-        assert len(trials) == 6 and all(r.info.status == "FINISHED" for r in trials)
+        assert len(trials) == 10 and all(r.info.status == "FINISHED" for r in trials)
+        assert len([r for r in trials if "exceedance.worker" in r.data.tags]) == 4
         # The server keeps the records in PostgreSQL and the artifacts where it was told.
         assert len(MlflowClient(database).search_runs([experiment.experiment_id])) == len(runs)
         assert any((tmp_path / "artifacts").rglob("predictions.png"))

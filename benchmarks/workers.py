@@ -1,0 +1,78 @@
+"""Trials per minute of one search with 1, 2 and 4 workers (`search.workers`) on this machine.
+
+Each variant runs the same search (default data and model, random oracle, `--trials` trials,
+`search.trials_per_step` auto) as a whole command into a fresh store: 1 worker is the plain
+single-process search; 2 and 4 are the chief and its worker processes, each worker with its
+share of the cores for TensorFlow's threads. Rounds alternate the variants, so the machine's
+drift hits them alike; the ratio to 1 worker is taken within each round.
+
+    python benchmarks/workers.py [--trials 128] [--rounds 2]
+
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORKERS = (1, 2, 4)
+
+
+def run(workers: int, trials: int, work: Path) -> float:
+    """Wall seconds of one search with `workers` workers."""
+    command = [
+        "exceedance-sweep",
+        f"search.workers={workers}",
+        f"search.max_trials={trials}",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        f"search.directory={work / 'tuner'}",
+        f"hydra.run.dir={work / 'hydra'}",
+        "name=bench-workers",
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(done.stderr[-2000:])
+    finished = f"{trials} finished trials"
+    if finished not in done.stdout:
+        sys.exit(f"expected {finished!r} in the output:\n{done.stdout[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            seconds = {w: run(w, args.trials, Path(tmp) / f"{round_}-{w}") for w in WORKERS}
+            for workers, wall in seconds.items():
+                rows.append(
+                    {
+                        "round": round_ + 1,
+                        "workers": workers,
+                        "seconds": round(wall, 1),
+                        "trials_per_min": round(args.trials * 60 / wall, 1),
+                        "vs_1_worker": round(seconds[1] / wall, 2),
+                    }
+                )
+    print(f"{os.cpu_count()} cores, {args.trials} trials per search")
+    print(f"{'round':>5} {'workers':>8} {'wall':>8} {'trials/min':>11} {'vs 1 worker':>12}")
+    for r in rows:
+        wall, speed = f"{r['seconds']:>7.1f}s", f"{r['trials_per_min']:>11.1f}"
+        print(f"{r['round']:>5} {r['workers']:>8} {wall} {speed} {r['vs_1_worker']:>11.2f}x")
+    print(json.dumps({"cores": os.cpu_count(), "trials": args.trials, "runs": rows}))
+
+
+if __name__ == "__main__":
+    main()
