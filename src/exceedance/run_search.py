@@ -26,7 +26,7 @@ from exceedance import data as data_module
 from exceedance.config import Config
 from exceedance.errors import ConfigError, SearchStopped, TrackingLost
 from exceedance.quiet import import_tensorflow
-from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted
+from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted, TrialsScored
 from exceedance.recording.process import Recorder
 from exceedance.stores import connect, require_free_space
 from exceedance.validation import validate
@@ -273,7 +273,10 @@ def _search(
     if config.search.workers > 1 and not started.worker:
         from exceedance.workers import Chief
 
-        chief = Chief(tuner.oracle, config, started.uri, report, label=label)
+        def scored(scores: dict[str, tuple[float, float]]) -> None:  # a failure to record shows at the end
+            recorder.send(TrialsScored(scores))
+
+        chief = Chief(tuner.oracle, config, started.uri, report, scored, label)
     # The parent run is opened (and a resumed one set RUNNING) only once the tuner has loaded.
     parent_id = recorder.send(started).result()
     elsewhere = 0  # trials the workers started

@@ -132,10 +132,20 @@ class Chief:
         config: the search's configuration.
         uri: the checked tracking URI the workers record to.
         report: receives the chief's lines (a worker died, its trials retried).
+        scored: receives the trials the workers finished since the last call: trial id ->
+            (validation quality, validation exceedance rate), for the parent run's summary.
         label: the multirun job's label, before each worker's own.
     """
 
-    def __init__(self, oracle, config: Config, uri: str, report: Callable[[str], None], label: str = ""):
+    def __init__(
+        self,
+        oracle,
+        config: Config,
+        uri: str,
+        report: Callable[[str], None],
+        scored: Callable[[dict[str, tuple[float, float]]], None],
+        label: str = "",
+    ):
         from concurrent import futures
 
         import grpc
@@ -143,6 +153,7 @@ class Chief:
         from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
         self.oracle, self.config, self.uri, self.report, self.label = oracle, config, uri, report, label
+        self.scored = scored
         host, port = address("search.listen", config.search.listen, any_port=True)
         # One thread per worker and a spare: the oracle's own lock serializes what must be.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.search.workers + 2))
@@ -188,7 +199,9 @@ class Chief:
 
     def _watch(self) -> None:
         seen: set[str] = set()
+        ended = len(self.oracle.end_order)  # trials that ended before this run of the search
         while True:
+            ended = self._score(ended)
             for worker in self.workers:
                 if worker.name in seen or worker.process.poll() is None:
                     continue
@@ -196,8 +209,27 @@ class Chief:
                 if worker.process.returncode != 0:
                     self._worker_died(worker)
             if all(w.process.poll() is not None for w in self.workers) and not self._joined_trials():
+                self._score(ended)
                 return
             time.sleep(POLL_S)
+
+    def _score(self, ended: int) -> int:
+        """Pass on the scores of the trials that ended after the first `ended`; return how many have."""
+        import math
+
+        from exceedance import names
+
+        order = list(self.oracle.end_order)
+        keys = (names.val_quality(self.config.data.quality), names.VAL_EXCEEDANCE_RATE)
+        scores = {}
+        for trial_id in order[ended:]:
+            trial = self.oracle.trials[trial_id]
+            values = tuple(trial.metrics.get_last_value(key) for key in keys)
+            if trial.status == "COMPLETED" and all(v is not None and math.isfinite(v) for v in values):
+                scores[trial_id] = values
+        if scores:
+            self.scored(scores)
+        return len(order)
 
     def _worker_died(self, worker: Worker) -> None:
         """Its trials go back to the oracle (once each); one killed by a signal is replaced once."""

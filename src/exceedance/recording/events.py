@@ -78,6 +78,14 @@ class TrialPredictions:
 
 
 @dataclass(frozen=True)
+class TrialsScored:
+    """Trials that workers finished since the last such event (`workers`): trial id -> its final
+    validation (quality, exceedance rate), as the chief's oracle has them, for the parent's summary."""
+
+    scores: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
 class SearchEnded:
     """The search ended with `status`; the recording side answers with a `SearchSummary`."""
 
@@ -96,4 +104,4 @@ class SearchSummary:
     joint_front: list[dict] = field(default_factory=list)  # the experiment's joint front (see `front`)
 
 
-Event = SearchStarted | TrialStarted | EpochEnded | TrialEnded | TrialPredictions | SearchEnded
+Event = SearchStarted | TrialStarted | EpochEnded | TrialEnded | TrialPredictions | TrialsScored | SearchEnded

@@ -27,6 +27,7 @@ from exceedance.recording.events import (
     SearchSummary,
     TrialEnded,
     TrialPredictions,
+    TrialsScored,
     TrialStarted,
 )
 from exceedance.recording.experiment import Experiment, store_lock
@@ -123,6 +124,10 @@ class SearchRecording:
                 run_id = self._to_draw.pop(trial_id)
                 figure = plots.prediction_histogram(predictions, self.config.data.limit, threshold)
                 self.experiment.log_figure(run_id, figure, names.HISTOGRAM)
+            case TrialsScored(scores):  # the workers' newly finished trials, from the chief
+                for trial_id, pair in scores.items():
+                    self._scores[trial_id] = pair
+                    self._log_progress()
             case SearchEnded(status, started):
                 self._started += started
                 return self._end_search(status, read=started > 0)
@@ -151,8 +156,10 @@ class SearchRecording:
         self._to_draw[trial_id] = run_id
         self._finished_curves[run_id] = curves
         self._scores[run_id] = scores or (float("nan"), float("nan"))
-        if self._worker:  # the other workers' trials count too
-            self._read_scores()
+        if not self._worker:  # a search with workers has its summary from its chief (`TrialsScored`)
+            self._log_progress()
+
+    def _log_progress(self) -> None:
         self.experiment.log_metrics(self.parent_id, self._progress(), step=len(self._scores))
         if len(self._scores) % FRONT_EVERY == 0:
             self.publish_front(plot=False)
