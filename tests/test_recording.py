@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import compose_config
+from exceedance.errors import ConfigError
 from exceedance.recording import search as recording_search
 from exceedance.recording.events import (
     FAILED,
@@ -18,6 +19,7 @@ from exceedance.recording.events import (
     SearchStarted,
     TrialEnded,
     TrialPredictions,
+    TrialsScored,
     TrialStarted,
 )
 from exceedance.recording.process import Discard
@@ -239,3 +241,35 @@ def test_the_front_runs_description_stays_within_mlflows_tag_limit():
     note = front._note(Experiment(), [row] * 500, None)
     assert len(note) <= 8000
     assert note.endswith("more trials: see front.csv")
+
+
+def test_workers_record_trials_under_the_chiefs_parent_which_only_the_chief_ends(tmp_path):
+    chief = start(tmp_path)
+    uri, config = f"sqlite:///{tmp_path}/mlruns/mlflow.db", chief.config
+    workers = [SearchRecording(SearchStarted(uri, config, "events-key", worker=f"w{i}")) for i in (1, 2)]
+    assert {w.parent_id for w in workers} == {chief.parent_id}
+    for worker, trial_id in zip(workers, ("0", "1"), strict=True):
+        for event in trial_events(trial_id, 0.5 + int(trial_id) / 10, 0.2):
+            worker.handle(event)
+    workers[1].handle(TrialStarted("2", PARAMS))
+    workers[1].abandon()  # its process died mid-trial: its own run is KILLED, not the parent
+    for worker in workers[:1]:
+        assert worker.handle(SearchEnded(FINISHED)).started == 1
+    client = MlflowClient(uri)
+    assert client.get_run(chief.parent_id).info.status == "RUNNING"
+    chief.handle(TrialsScored({"0": (0.5, 0.2), "1": (0.6, 0.2)}))
+    history = client.get_metric_history(chief.parent_id, "finished_trials")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0)]
+    summary = chief.handle(SearchEnded(FINISHED, started=3))
+    assert (summary.finished, summary.started) == (2, 3)
+    runs = client.search_runs([chief.experiment.experiment_id], "tags.`exceedance.role` = 'trial'")
+    status = {(r.data.tags["exceedance.trial_id"], r.data.tags["exceedance.worker"]): r.info.status for r in runs}
+    assert status == {("0", "w1"): "FINISHED", ("1", "w2"): "FINISHED", ("2", "w2"): "KILLED"}
+    assert client.get_run(chief.parent_id).info.status == "FINISHED"
+
+
+def test_a_worker_joining_a_search_that_is_not_running_is_refused(tmp_path):
+    chief = start(tmp_path)
+    chief.handle(SearchEnded(FINISHED))
+    with pytest.raises(ConfigError, match=r"search\.join: no running search 'events-key' in experiment 'events'"):
+        SearchRecording(SearchStarted(chief.experiment.uri, chief.config, "events-key", worker="w1"))
