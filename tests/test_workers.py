@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import TINY, all_gone, command, free_port, last_line, sweep_process, trial_runs
+from exceedance.workers import belongs
 
 # Two workers, two trials per step each: eight quick trials.
 SHARED = [*TINY, "search.max_trials=8", "search.trials_per_step=2", "search.workers=2"]
@@ -95,7 +96,7 @@ def test_two_workers_share_one_search_and_record_each_trial_once(tmp_path):
     client = client_for(tmp_path)
     runs = each_trial_finished_once(client, 8)
     workers = {r.data.tags["exceedance.worker"] for r in runs}
-    assert len(workers) <= 2 and all(w.startswith(("w1-", "w2-")) for w in workers)
+    assert len(workers) <= 2 and all(w.endswith(("-w1", "-w2")) for w in workers)
     (parent,) = parents(client)
     # The parent's summary counts every worker's trials.
     assert client.get_metric_history(parent.info.run_id, "finished_trials")[-1].value == 8
@@ -158,8 +159,14 @@ def test_workers_from_another_command_join_the_search(tmp_path):
     assert chief.returncode == 0, out[-3000:]
     assert f"joining the search served at 127.0.0.1:{port} with 2 workers" in joined.stdout
     runs = each_trial_finished_once(client_for(tmp_path), 16)
-    commands = {r.data.tags["exceedance.worker"].rsplit("-", 1)[1] for r in runs}
+    commands = {r.data.tags["exceedance.worker"].split("-")[-2] for r in runs}  # host-pid-wN
     assert len(commands) == 2, "the joining command's workers trained none of the trials"
+
+
+def test_a_tuner_id_belongs_to_its_worker_alone():
+    assert belongs("host-12-w1", "host-12-w1") and belongs("host-12-w1-3", "host-12-w1")
+    assert not belongs("host-12-w12-0", "host-12-w1") and not belongs("host-123-w1-0", "host-12-w1")
+    assert not belongs("host-12-w1-x", "host-12-w1")
 
 
 def test_bad_worker_settings_are_one_line_before_tensorflow(tmp_path):

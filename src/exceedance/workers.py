@@ -61,7 +61,7 @@ class Worker:
 def worker_name(number: int) -> str:
     """A name no other worker of any host has: keras-tuner treats a tuner id holding "chief" as its chief."""
     host = socket.gethostname().replace("chief", "chf")
-    return f"w{number}-{host}-{os.getpid()}"
+    return f"{host}-{os.getpid()}-w{number}"
 
 
 def worker_config(config: Config, count: int) -> Config:
@@ -169,7 +169,10 @@ class Chief:
             )
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
         self.address = f"{local}:{self.port}"
-        self._server.start()
+        self._loopback = host in ("127.0.0.1", "localhost", "::1", "[::1]")
+        # Each worker stops after its own max_consecutive_failures (one line, its own reason); the
+        # oracle's count over all workers would instead fail a worker's gRPC call mid-trial.
+        oracle.max_consecutive_failed_trials = None
         self.workers: list[Worker] = []
         self._retried: set[str] = set()
 
@@ -181,10 +184,11 @@ class Chief:
         """
         started_before = len(self.oracle.start_order)
         count = self.config.search.workers
-        self.report(
-            f"oracle served on {self.address} to {count} workers; to add workers on other hosts, run the same "
-            f"command with search.workers=N search.join=<this host>:{self.port}"
-        )
+        line = f"oracle served on {self.address} to {count} workers"
+        if not self._loopback:
+            line += f"; on other hosts, the same command with search.join=<this host>:{self.port} adds workers"
+        self.report(line)
+        self._server.start()
         try:
             self.workers = start_workers(self.config, self.uri, self.address, count, self.label)
             self._watch()
@@ -249,8 +253,18 @@ class Chief:
 
     def _joined_trials(self) -> int:
         """Trials in flight on workers of other commands (`search.join`), which the chief waits for."""
-        ours = tuple(w.name for w in self.workers)
-        return sum(1 for tuner_id in dict(self.oracle.ongoing_trials) if not tuner_id.startswith(ours))
+        return sum(
+            1
+            for tuner_id in dict(self.oracle.ongoing_trials)
+            if not any(belongs(tuner_id, w.name) for w in self.workers)
+        )
+
+
+def belongs(tuner_id: str, worker: str) -> bool:
+    """Whether a keras-tuner tuner id is the worker's: its name (one trial per step), or
+    `name-K` for the K-th trial of its step (`trial.ExceedanceTuner`). Names end in `w<number>`,
+    so no name is another's with a slot after it."""
+    return tuner_id == worker or (tuner_id.startswith(f"{worker}-") and tuner_id[len(worker) + 1 :].isdigit())
 
 
 def requeue(oracle, worker: str, retried: set[str]) -> tuple[list[str], list[str]]:
@@ -262,7 +276,7 @@ def requeue(oracle, worker: str, retried: set[str]) -> tuple[list[str], list[str
     def take_back(oracle) -> tuple[list[str], list[str]]:
         again, failed = [], []
         for tuner_id, trial in list(oracle.ongoing_trials.items()):
-            if tuner_id != worker and not tuner_id.startswith(f"{worker}-"):
+            if not belongs(tuner_id, worker):
                 continue
             if trial.trial_id in retried:
                 trial.status = kt.engine.trial.TrialStatus.FAILED
