@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import TINY, all_gone, command, free_port, last_line, sweep_process, trial_runs
-from exceedance.workers import belongs
+from exceedance.worker import belongs
 
 # Two workers, two trials per step each: eight quick trials.
 SHARED = [*TINY, "search.max_trials=8", "search.trials_per_step=2", "search.workers=2"]

@@ -109,7 +109,7 @@ def join(config: Config, report: Callable[[str], None] = print) -> int:
 def work(config: Config, report: Callable[[str], None]) -> None:
     """One worker process of a search whose oracle is served elsewhere (`workers`): keras-tuner's
     `KERASTUNER_*` variables say where, and name this worker."""
-    from exceedance.workers import TUNER_ID
+    from exceedance.worker import TUNER_ID
 
     dataset = data_module.load(config.data)
     uri = connect(config.tracking)

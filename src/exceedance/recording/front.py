@@ -17,7 +17,8 @@ import numpy as np
 
 from exceedance import front_page, names, pareto, plots
 from exceedance.config import QUALITY_DIRECTIONS
-from exceedance.recording.experiment import Experiment, store_lock
+from exceedance.recording.client import store_lock
+from exceedance.recording.experiment import Experiment
 from exceedance.recording.reader import open_trial_store
 
 NOTE_CHARS = 7000  # the description's table stops before MLflow's cap on a tag's length

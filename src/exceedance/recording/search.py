@@ -17,6 +17,7 @@ import numpy as np
 
 from exceedance import names, pareto, plots
 from exceedance.recording import front
+from exceedance.recording.client import store_lock
 from exceedance.recording.events import (
     FINISHED,
     KILLED,
@@ -30,7 +31,7 @@ from exceedance.recording.events import (
     TrialsScored,
     TrialStarted,
 )
-from exceedance.recording.experiment import Experiment, store_lock
+from exceedance.recording.experiment import Experiment
 
 # The fronts (the parent's table, the joint front's tags) are refreshed every this many finished
 # trials, so a long search shows them as it goes, and once more when the search ends (with the

@@ -1,0 +1,136 @@
+"""One worker process of a search with several (`search.workers`, see `workers`): how it is
+started (keras-tuner's `KERASTUNER_*` variables say where the oracle is and name it; the
+config comes whole in the environment), how it is stopped, and what it runs (`run_search.work`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from exceedance.config import Config
+from exceedance.validation import address
+
+TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
+CONFIG_ENV, LABEL_ENV, CHIEF_PID_ENV = "EXCEEDANCE_WORKER_CONFIG", "EXCEEDANCE_WORKER_LABEL", "EXCEEDANCE_CHIEF_PID"
+STOP_WAIT_S = 60.0  # how long stopped workers get to record their ends before they are killed
+
+
+@dataclasses.dataclass
+class Worker:
+    """One worker process and its name (its keras-tuner tuner id, and its trials' `worker` tag)."""
+
+    name: str
+    label: str
+    process: subprocess.Popen
+    replaces: str = ""  # the worker it replaced, if any
+
+
+def worker_name(number: int) -> str:
+    """A name no other worker of any host has: keras-tuner treats a tuner id holding "chief" as its chief."""
+    host = socket.gethostname().replace("chief", "chf")
+    return f"{host}-{os.getpid()}-w{number}"
+
+
+def worker_config(config: Config, count: int) -> Config:
+    """The config each of `count` workers on this host runs: the cores shared among them when
+    the thread settings are TensorFlow's defaults, and no store of its own to start."""
+    search = config.search
+    cores = max(1, (os.cpu_count() or 1) // count)
+    return dataclasses.replace(
+        config,
+        search=dataclasses.replace(
+            search,
+            intra_op_threads=search.intra_op_threads or cores,
+            inter_op_threads=search.inter_op_threads or cores,
+        ),
+        tracking=dataclasses.replace(config.tracking, uri="", server=False),
+    )
+
+
+def start_workers(config: Config, uri: str, oracle: str, count: int, label: str, first: int = 1) -> list[Worker]:
+    """Start `count` workers of the search whose oracle answers at `oracle` (HOST:PORT)."""
+    host, port = address("search.listen", oracle)
+    settings = json.dumps(dataclasses.asdict(worker_config(config, count)))
+    started = []
+    for number in range(first, first + count):
+        name, worker_label = worker_name(number), f"{label}[worker {number}] "
+        env = {
+            **os.environ,
+            TUNER_ID: name,
+            ORACLE_IP: host,
+            ORACLE_PORT: str(port),
+            CONFIG_ENV: settings,
+            LABEL_ENV: worker_label,
+            CHIEF_PID_ENV: str(os.getpid()),
+            "MLFLOW_TRACKING_URI": uri,  # the store the search was checked against; never printed
+        }
+        process = subprocess.Popen([sys.executable, "-m", "exceedance.worker"], env=env)
+        started.append(Worker(name, worker_label, process))
+    return started
+
+
+def stop_workers(workers: list[Worker]) -> None:
+    """Ask live workers to stop (as Ctrl-C does: each records its end), then kill the late ones."""
+    live = [w for w in workers if w.process.poll() is None]
+    for worker in live:
+        worker.process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for worker in live:
+        try:
+            worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def belongs(tuner_id: str, worker: str) -> bool:
+    """Whether a keras-tuner tuner id is the worker's: its name (one trial per step), or
+    `name-K` for the K-th trial of its step (`trial.ExceedanceTuner`). Names end in `w<number>`,
+    so no name is another's with a slot after it."""
+    return tuner_id == worker or (tuner_id.startswith(f"{worker}-") and tuner_id[len(worker) + 1 :].isdigit())
+
+
+def _exit_with_chief(chief_pid: int) -> None:
+    """A worker whose chief is gone (killed) stops at once; its recording process then marks its
+    open runs KILLED, and the restarted chief retries their trials."""
+
+    def watch():
+        while os.getppid() == chief_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main() -> None:
+    """A worker process: the config and where the oracle is come from the chief's environment."""
+    from omegaconf import OmegaConf
+
+    from exceedance.cli.errors import exit_on_user_error
+    from exceedance.quiet import quiet_libraries
+    from exceedance.run_search import work
+
+    quiet_libraries()
+    _exit_with_chief(int(os.environ[CHIEF_PID_ENV]))
+    settings = OmegaConf.merge(OmegaConf.structured(Config), json.loads(os.environ[CONFIG_ENV]))
+    config: Config = OmegaConf.to_object(settings)
+    label = os.environ.get(LABEL_ENV, "")
+    exit_on_user_error(f"{label}exceedance-sweep", work, config, lambda line: print(f"{label}{line}", flush=True))
+
+
+if __name__ == "__main__":
+    main()
