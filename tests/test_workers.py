@@ -150,11 +150,26 @@ def test_workers_from_another_command_join_the_search(tmp_path):
     port = free_port()
     longer = [*SHARED, "search.max_trials=16", "search.epochs=300"]  # still running when the others join
     chief = sweep_process([*longer, f"search.listen=127.0.0.1:{port}"], tmp_path)
+    join = f"search.join=127.0.0.1:{port}"
     try:
-        joined = command("sweep", [*longer, f"search.join=127.0.0.1:{port}"], tmp_path)
+        other = subprocess.Popen(  # another search's settings: refused, as the same one joins
+            [sys.executable, "-m", "exceedance.cli.sweep", *longer, "search.epochs=299", join],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        joined = command("sweep", [*longer, join], tmp_path)
+        _, refused = other.communicate(timeout=600)
         out, _ = chief.communicate(timeout=600)
     finally:
         chief.kill()
+    assert other.returncode == 2 and "Traceback" not in refused
+    assert (
+        refused.strip()
+        .splitlines()[-1]
+        .startswith("exceedance-sweep: error: search.join: no running search 'exceedance-")
+    )
     assert joined.returncode == 0, joined.stderr[-3000:]
     assert chief.returncode == 0, out[-3000:]
     assert f"joining the search served at 127.0.0.1:{port} with 2 workers" in joined.stdout

@@ -102,8 +102,9 @@ def join(config: Config, report: Callable[[str], None] = print) -> int:
     validate(config)
     data_module.load(config.data)
     uri = connect(config.tracking)
-    check_tuner_directory(Path(config.search.directory), search_key(config), overwrite=False)
-    return workers.join(config, uri, report)
+    key = search_key(config)
+    check_tuner_directory(Path(config.search.directory), key, overwrite=False)
+    return workers.join(config, uri, key, report)
 
 
 def work(config: Config, report: Callable[[str], None]) -> None:

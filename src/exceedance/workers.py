@@ -227,15 +227,20 @@ def wait_for_oracle(oracle: str, timeout_s: float) -> None:
         channel.close()
 
 
-def join(config: Config, uri: str, report: Callable[[str], None]) -> int:
+def join(config: Config, uri: str, search_key: str, report: Callable[[str], None]) -> int:
     """Start `search.workers` workers on this host on the search served at `search.join`, and
     wait for them; return how many ended well.
 
     Raises:
-        ConfigError: no oracle answers there.
+        ConfigError: no oracle answers there, or it serves no search `search_key` in `uri`
+            (another config, overrides or store than the command serving it).
         SearchStopped: every worker stopped with an error.
     """
+    from exceedance.recording.client import open_client
+    from exceedance.recording.experiment import running_search
+
     wait_for_oracle(config.search.join, JOIN_WAIT_S)
+    running_search(open_client(uri), config.name, uri, search_key)  # its parent opened before the oracle served
     report(f"joining the search served at {config.search.join} with {config.search.workers} workers")
     workers = start_workers(config, uri, config.search.join, config.search.workers, "")
     try:

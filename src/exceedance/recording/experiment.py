@@ -68,6 +68,27 @@ def _finished_trial(run) -> FinishedTrial:
     )
 
 
+def running_search(client, name: str, uri: str, search_key: str) -> str:
+    """The parent run of the search `search_key` in experiment `name`, which workers join; it
+    must be running.
+
+    Raises:
+        ConfigError: no such search is running in this store.
+    """
+    experiment = client.get_experiment_by_name(name)
+    found = experiment and client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{names.SEARCH_KEY}` = '{search_key}' and attributes.status = 'RUNNING'",
+        max_results=1,
+    )
+    if not found:
+        raise ConfigError(
+            f"search.join: no running search {search_key!r} in experiment {name!r} at {redact(uri)}; give the "
+            "workers the same config, store and overrides as the command serving the search"
+        )
+    return found[0].info.run_id
+
+
 UI_URL = "http://127.0.0.1:5000"  # where the printed `mlflow ui` command serves the UI
 
 
@@ -119,24 +140,6 @@ class Experiment:
             self.client.set_tag(run.info.run_id, names.SEARCH_KEY, f"{search_key}@{run.info.run_id}")
         tags = {names.ROLE: names.SEARCH, names.SEARCH_KEY: search_key, **tags}
         return self._new_run(tags, *config_params(config), run_name=run_name), None
-
-    def running_search(self, search_key: str) -> str:
-        """The parent run of the search `search_key`, which a worker joins; it must be running.
-
-        Raises:
-            ConfigError: no such search is running in this store.
-        """
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{names.SEARCH_KEY}` = '{search_key}' and attributes.status = 'RUNNING'",
-            max_results=1,
-        )
-        if not found:
-            raise ConfigError(
-                f"search.join: no running search {search_key!r} in experiment {self.name!r} at {redact(self.uri)}; "
-                "give the workers the same config, store and overrides as the command serving the search"
-            )
-        return found[0].info.run_id
 
     def start_training(self, config: Config, tags: dict[str, str]) -> str:
         """A top-level run for retraining a picked configuration (`exceedance-train`)."""

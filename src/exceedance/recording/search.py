@@ -31,7 +31,7 @@ from exceedance.recording.events import (
     TrialsScored,
     TrialStarted,
 )
-from exceedance.recording.experiment import Experiment
+from exceedance.recording.experiment import Experiment, running_search
 
 # The fronts (the parent's table, the joint front's tags) are refreshed every this many finished
 # trials, so a long search shows them as it goes, and once more when the search ends (with the
@@ -70,7 +70,8 @@ class SearchRecording:
         self._worker = started.worker
         self._ended_at = None
         if self._worker:
-            self.parent_id = self.experiment.running_search(started.search_key)
+            experiment = self.experiment
+            self.parent_id = running_search(experiment.client, experiment.name, experiment.uri, started.search_key)
         else:
             self.parent_id, self._ended_at = self.experiment.start_search(
                 started.search_key,
