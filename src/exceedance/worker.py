@@ -39,11 +39,11 @@ def worker_name(number: int) -> str:
     return f"{host}-{os.getpid()}-w{number}"
 
 
-def worker_config(config: Config, count: int) -> Config:
-    """The config each of `count` workers on this host runs: the cores shared among them when
-    the thread settings are TensorFlow's defaults, and no store of its own to start."""
+def worker_config(config: Config) -> Config:
+    """The config each of the `search.workers` workers on this host runs: the cores shared among
+    them when the thread settings are TensorFlow's defaults, and no store of its own to start."""
     search = config.search
-    cores = max(1, (os.cpu_count() or 1) // count)
+    cores = max(1, (os.cpu_count() or 1) // search.workers)
     return dataclasses.replace(
         config,
         search=dataclasses.replace(
@@ -58,7 +58,7 @@ def worker_config(config: Config, count: int) -> Config:
 def start_workers(config: Config, uri: str, oracle: str, count: int, label: str, first: int = 1) -> list[Worker]:
     """Start `count` workers of the search whose oracle answers at `oracle` (HOST:PORT)."""
     host, port = address("search.listen", oracle)
-    settings = json.dumps(dataclasses.asdict(worker_config(config, count)))
+    settings = json.dumps(dataclasses.asdict(worker_config(config)))  # a replacement takes a share too
     started = []
     for number in range(first, first + count):
         name, worker_label = worker_name(number), f"{label}[worker {number}] "
