@@ -17,8 +17,9 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timed_sweep import timed_sweep
 
 VARIANTS = [  # (parallel jobs, intra-op threads, inter-op threads)
     (1, 0, 0),
@@ -37,8 +38,7 @@ def run(jobs: int, intra: int, inter: int, trials: int, work: Path) -> float:
         check=True,
         capture_output=True,
     )
-    command = [
-        "exceedance-sweep",
+    overrides = [
         "-m",
         "penalty=l1,l2",
         "hydra/launcher=joblib",
@@ -46,17 +46,9 @@ def run(jobs: int, intra: int, inter: int, trials: int, work: Path) -> float:
         f"search.max_trials={trials}",
         f"search.intra_op_threads={intra}",
         f"search.inter_op_threads={inter}",
-        f"tracking.uri={uri}",
-        f"search.directory={work / 'tuner'}",
-        f"hydra.sweep.dir={work / 'hydra'}",
         "name=bench-parallel",
     ]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(done.stderr[-2000:])
-    return seconds
+    return timed_sweep(overrides, work)
 
 
 def main() -> None:

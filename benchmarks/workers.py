@@ -18,37 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timed_sweep import timed_sweep
 
 VARIANTS = ((1, 0), (1, 1), (2, 0), (4, 0))  # (workers, TensorFlow threads per worker; 0: its share)
 
 
 def run(workers: int, threads: int, trials: int, work: Path) -> float:
     """Wall seconds of one search with `workers` workers."""
-    command = [
-        "exceedance-sweep",
+    overrides = [
         f"search.workers={workers}",
         f"search.intra_op_threads={threads}",
         f"search.inter_op_threads={threads}",
         f"search.max_trials={trials}",
-        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-        f"search.directory={work / 'tuner'}",
-        f"hydra.run.dir={work / 'hydra'}",
         "name=bench-workers",
     ]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(done.stderr[-2000:])
-    finished = f"{trials} finished trials"
-    if finished not in done.stdout:
-        sys.exit(f"expected {finished!r} in the output:\n{done.stdout[-2000:]}")
-    return seconds
+    return timed_sweep(overrides, work, expect=f"{trials} finished trials")
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ import threading
 import time
 
 from exceedance.config import Config
+from exceedance.errors import SearchStopped
 from exceedance.validation import address
 
 TUNER_ID, ORACLE_IP, ORACLE_PORT = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
@@ -89,6 +90,19 @@ def stop_workers(workers: list[Worker]) -> None:
         except subprocess.TimeoutExpired:
             worker.process.kill()
             worker.process.wait()
+
+
+def require_one_ended_well(workers: list[Worker]) -> int:
+    """How many of `workers` ended well (exit code 0).
+
+    Raises:
+        SearchStopped: none did; naming how each ended (each printed its own reason).
+    """
+    ended_well = sum(1 for w in workers if w.process.returncode == 0)
+    if workers and not ended_well:
+        ends = ", ".join(f"{w.label.strip()} {exit_reason(w.process.returncode)}" for w in workers)
+        raise SearchStopped(f"search stopped: every worker stopped ({ends}); rerun the same command to resume")
+    return ended_well
 
 
 def exit_reason(code: int) -> str:

@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable
 
 from exceedance.config import Config
-from exceedance.errors import ConfigError, SearchStopped
+from exceedance.errors import ConfigError
 from exceedance.validation import address
-from exceedance.worker import Worker, belongs, exit_reason, start_workers, stop_workers
+from exceedance.worker import Worker, belongs, exit_reason, require_one_ended_well, start_workers, stop_workers
 
 JOIN_WAIT_S = 600.0  # how long a joining command waits for the search's oracle to answer
 POLL_S = 0.2
@@ -111,10 +111,7 @@ class Chief:
         finally:
             stop_workers(self.workers)
             self._server.stop(grace=1.0)
-        failed = [w for w in self.workers if w.process.returncode != 0]
-        if failed and len(failed) == len(self.workers):
-            reasons = ", ".join(f"{w.label.strip()} {exit_reason(w.process.returncode)}" for w in failed)
-            raise SearchStopped(f"search stopped: every worker stopped ({reasons}); rerun the same command to resume")
+        require_one_ended_well(self.workers)
         return len(self.oracle.start_order) - started_before
 
     def _watch(self) -> None:
@@ -248,8 +245,4 @@ def join(config: Config, uri: str, search_key: str, report: Callable[[str], None
             worker.process.wait()
     finally:
         stop_workers(workers)
-    ended_well = sum(1 for w in workers if w.process.returncode == 0)
-    if not ended_well:
-        reasons = ", ".join(f"{w.label.strip()} {exit_reason(w.process.returncode)}" for w in workers)
-        raise SearchStopped(f"search stopped: every worker stopped ({reasons})")
-    return ended_well
+    return require_one_ended_well(workers)
