@@ -217,10 +217,10 @@ def test_a_store_that_is_not_ours_or_not_usable_is_refused_before_anything_is_wr
     ("uri", "message"),
     [
         # The driver (psycopg) is installed with the test extra: nothing listens on port 1.
-        ("postgresql://alice:s3cretpw@127.0.0.1:1/mlflow", "cannot open the store postgresql://***@127.0.0.1:1/mlflow"),
+        ("postgresql://alice:s3cretpw@127.0.0.1:1/mlflow", "cannot open the store postgresql://alice:***@127.0.0.1:1/mlflow"),
         ("mysql://alice:s3cretpw@127.0.0.1:1/mlflow", "the mysql driver is not installed"),
-        ("ftp://alice:s3cretpw@example.org/x", "unsupported tracking URI 'ftp://***@example.org/x'"),
-        ("http://alice:s3cretpw@127.0.0.1:9", "no MLflow server answers at http://***@127.0.0.1:9"),
+        ("ftp://alice:s3cretpw@example.org/x", "unsupported tracking URI 'ftp://alice:***@example.org/x'"),
+        ("http://alice:s3cretpw@127.0.0.1:9", "no MLflow server answers at http://alice:***@127.0.0.1:9"),
     ],
 )
 def test_unusable_uris_are_one_line_without_their_password(tmp_path, uri, message):

@@ -73,7 +73,7 @@ def test_a_sweep_two_jobs_a_pick_and_a_registered_model_in_postgresql(database, 
     pick = command("pick", ["penalty_forms", "--knee", "--tracking-uri", database], tmp_path)
     assert pick.returncode == 0, pick.stderr[-3000:]
     printed.append(pick.stdout + pick.stderr)
-    assert "MLFLOW_TRACKING_URI='postgresql://***@127.0.0.1" in pick.stdout
+    assert "MLFLOW_TRACKING_URI='postgresql://exceedance:***@127.0.0.1" in pick.stdout
     env = {**os.environ, "MLFLOW_TRACKING_URI": database}
     train = command("train", ["mlruns/picks/penalty_forms/picked.yaml"], tmp_path, env=env)
     assert train.returncode == 0, train.stderr[-3000:]

@@ -178,7 +178,7 @@ def test_secrets_in_the_tracking_uri_reach_no_file_and_no_printed_line(tmp_path)
         pick = command("pick", ["secret", "--knee", "--tracking-uri", uri], tmp_path)
         assert pick.returncode == 0, pick.stderr[-3000:]
         printed.append(pick.stdout + pick.stderr)
-        assert f"MLFLOW_TRACKING_URI='http://***@127.0.0.1:{port}' exceedance-train" in pick.stdout
+        assert f"MLFLOW_TRACKING_URI='http://alice:***@127.0.0.1:{port}' exceedance-train" in pick.stdout
         assert password not in "".join(printed)
         leaked = [p for p in tmp_path.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
         assert leaked == []

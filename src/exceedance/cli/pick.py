@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error
 from exceedance.cli.table import cell, front_line
 from exceedance.config import TrackingConfig, safe_name
-from exceedance.errors import has_userinfo, redact
+from exceedance.errors import has_credentials, redact
 from exceedance.pick import PickResult, Rule, run_pick
 from exceedance.stores import resolve_uri
 
@@ -79,10 +80,12 @@ def next_command(exported: Path, uri: str) -> str:
 
 
 def next_store(command: str, uri: str, option: str = "--tracking-uri ") -> str:
-    """`command` pointed at the store `uri` when it is not the default one, credentials left out."""
-    if uri == resolve_uri(TrackingConfig()):
+    """`command` pointed at the store `uri` unless it is the default one (`./mlruns`), credentials
+    left out. A store that came in `MLFLOW_TRACKING_URI` (where the sweep puts a credentialed
+    `tracking.uri=`) is named too: the user's next shell may not have that variable."""
+    if uri == resolve_uri(TrackingConfig()) and not os.environ.get("MLFLOW_TRACKING_URI"):
         return command
-    if has_userinfo(uri):
+    if has_credentials(uri):
         return f"MLFLOW_TRACKING_URI='{redact(uri)}' {command}  (your credentials in place of ***)"
     return f"{command} {option}{uri}"
 

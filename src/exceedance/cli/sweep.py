@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -15,11 +14,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from exceedance import names
-from exceedance.cli.errors import exit_on_user_error, run_hydra
+from exceedance.cli.errors import USAGE_ERROR, exit_on_user_error, run_hydra
+from exceedance.cli.guard import forget_job_folder, keep_secrets_from_hydra
 from exceedance.cli.pick import DEFAULT_PICK_RATE, next_store
 from exceedance.cli.table import cell, front_line
 from exceedance.config import Config, register_configs
-from exceedance.errors import ConfigError, has_userinfo, redact
+from exceedance.errors import redact
 from exceedance.quiet import quiet_libraries, take_verbose_flag
 from exceedance.recording.reader import open_trial_store
 from exceedance.run_search import SearchResult, join, run
@@ -40,8 +40,20 @@ def format_front(result: SearchResult) -> str:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def _sweep(cfg: DictConfig) -> None:
-    with _siblings_end_first():
+    with _siblings_end_first(), _forgotten_if_refused():
         exit_on_user_error(COMMAND, _run_and_print, cfg)
+
+
+@contextmanager
+def _forgotten_if_refused():
+    """A job whose input is refused (exit 2) leaves nothing: not even Hydra's files for it."""
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code == USAGE_ERROR:
+            hydra_config = HydraConfig.get()
+            forget_job_folder(hydra_config.runtime.output_dir, hydra_config.job.name)
+        raise
 
 
 @contextmanager
@@ -163,26 +175,6 @@ def _print_joint_front(cfg: DictConfig) -> None:
     print(f"({len(front)} trials on the front; the `front` run holds it with a figure and a page)")
     print(f"\nBrowse: {redact(experiment.ui_command())}")
     print(f"Next: {pick_command(config, uri, front, sorted({key[2] for key in groups}))}")
-
-
-def keep_secrets_from_hydra(argv: list[str]) -> list[str]:
-    """Take a credentialed `tracking.uri=` out of the overrides and pass it the way MLflow
-    itself does, in `MLFLOW_TRACKING_URI`: Hydra writes its overrides into run directories,
-    logs and error lines, and the sweep tags its parent run with them.
-
-    Raises:
-        ConfigError: for a password in any other override.
-    """
-    kept = []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if not has_userinfo(value):
-            kept.append(arg)
-        elif key.lstrip("+~") == "tracking.uri":
-            os.environ["MLFLOW_TRACKING_URI"] = value
-        else:
-            raise ConfigError(f"{key}: {redact(value)!r} holds a password; only tracking.uri may carry credentials")
-    return kept
 
 
 def _ctrl_c_to_the_jobs(signum, frame) -> None:
