@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from exceedance.config import ConfigError, DataConfig
-from exceedance.data import load, synthetic
+from exceedance.data import load, read_features, synthetic
 
 
 def test_synthetic_has_the_requested_share_above_the_limit():
@@ -56,7 +56,7 @@ def test_npz_with_named_arrays(tmp_path):
     [
         (None, ["peak"], "data.path: file"),
         ([(1, 2, 3)] * 20, ["nope"], "data.targets: columns ['nope'] not in"),
-        ([(1, "nan", 3)] * 20, ["peak"], "data: features or targets contain NaN or inf"),
+        ([(1, "nan", 3)] * 20, ["peak"], "data.path: column 'b' of "),
         ([(1, 2, 3)] * 5, ["peak"], "data: need at least 10 rows"),
     ],
 )
@@ -71,3 +71,61 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, targets, message):
 def test_an_unknown_data_set_raises_instead_of_loading_another():
     with pytest.raises(ConfigError, match=r"data\.name: unknown data set 'mnist'"):
         load(DataConfig(name="mnist", limit=1.0))
+
+
+def _csv(path, cell: str, at_row: int = 7, column: str = "b", width: int = 3) -> str:
+    names = ["a", "b", "peak"][:width]
+    rows = [[str(i), str(i % 5), str(i % 3)][:width] for i in range(30)]
+    rows[at_row][names.index(column)] = cell
+    path.write_text(",".join(names) + "\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    return str(path)
+
+
+# Every value a float32 model cannot take, as the file writes it and as the line shows it.
+UNHOLDABLE = [("nan", "nan"), ("NaN", "nan"), ("inf", "inf"), ("-Infinity", "-inf"), ("1e39", "1e+39")]
+UNHOLDABLE += [("-3.5e38", "-3.5e+38"), ("1e308", "1e+308")]
+
+
+@pytest.mark.parametrize(("cell", "shown"), UNHOLDABLE)
+@pytest.mark.parametrize("column", ["a", "peak"])
+def test_a_training_file_value_float32_cannot_hold_names_option_file_column_and_row(tmp_path, cell, shown, column):
+    path = _csv(tmp_path / "d.csv", cell, column=column)
+    with pytest.raises(ConfigError) as err:
+        load(DataConfig(name="file", limit=1.0, path=path, targets=["peak"]))
+    assert str(err.value).startswith(f"data.path: column {column!r} of {path} holds {shown} in row 9, which a float32")
+
+
+@pytest.mark.parametrize(("cell", "shown"), UNHOLDABLE)
+@pytest.mark.parametrize("option", ["--data", "--calibration-data"])
+def test_rows_without_labels_refuse_what_float32_cannot_hold_naming_the_option(tmp_path, cell, shown, option):
+    path = _csv(tmp_path / "new.csv", cell, at_row=0, width=2)
+    with pytest.raises(ConfigError) as err:
+        read_features(path, option, width=2)
+    assert str(err.value).startswith(f"{option}: column 'b' of {path} holds {shown} in row 2, which a float32 model")
+    values = np.ones((20, 3))
+    values[4, 2] = float(cell)
+    np.savez(tmp_path / "new.npz", x=values)
+    with pytest.raises(ConfigError) as err:
+        read_features(str(tmp_path / "new.npz"), option)
+    assert f"{option}: array 'x' of {tmp_path / 'new.npz'} holds {shown} in row 4 (counting from 0), column 2 " in str(
+        err.value
+    )
+
+
+def test_the_largest_values_float32_holds_are_taken(tmp_path):
+    path = _csv(tmp_path / "edge.csv", "3.4e38", at_row=0, width=2)
+    assert read_features(path, "--data").dtype == np.float32
+    spread = np.tile([[3e19, 1.0], [-3e19, 2.0]], (10, 1))  # variance 9e38: beyond float32
+    np.savez(tmp_path / "wide.npz", x=spread, y=np.zeros(20))
+    # within float32, but a variance the shipped model's float32 standardization cannot hold
+    with pytest.raises(ConfigError, match=r"^data: features reach 3e\+19; the shipped model standardizes"):
+        load(DataConfig(name="file", limit=1.0, path=str(tmp_path / "wide.npz"), targets=["y"]))
+
+
+def test_the_options_the_user_gave_are_named(tmp_path):
+    for option in ("--data", "--calibration-data"):
+        with pytest.raises(ConfigError, match=rf"^{option}: file 'gone.csv' does not exist$"):
+            read_features("gone.csv", option)
+        np.savez(tmp_path / "noarray.npz", z=np.ones((20, 2)))
+        with pytest.raises(ConfigError, match=rf"^{option}: arrays \['x'\] not in"):
+            read_features(str(tmp_path / "noarray.npz"), option)

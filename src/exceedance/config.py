@@ -42,6 +42,9 @@ ACTIVATIONS = (
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Seeds go to NumPy, Python and TensorFlow; trial i trains with search.seed + i.
 MAX_SEED = 2**31 - 1
+# Models train and predict in float32: every input value, limit and setting that reaches a tensor
+# must be a number it can hold (`numpy.finfo(numpy.float32).max`, without importing NumPy here).
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass
@@ -236,6 +239,25 @@ def safe_name(value: Any, field_name: str = "name") -> str:
             "starting with a letter or digit"
         )
     return text
+
+
+def to_config(cfg: Any, source: str) -> Config:
+    """The composed Hydra config `cfg` as a `Config`; `ConfigError` naming `source` (the file the
+    user gave) when it does not start from the schema, so its values were never typed or checked.
+
+    Example:
+        A `picked.yaml` whose `defaults: [base_config, _self_]` line was deleted raises
+        ``config: picked.yaml does not start from the schema (its first line must be ...)``.
+    """
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_object(cfg)
+    if not isinstance(config, Config):
+        raise ConfigError(
+            f"config: {source} does not start from the schema (its first line must be "
+            "'defaults: [base_config, _self_]'); add that line, or export the file again with exceedance-pick"
+        )
+    return config
 
 
 def register_configs() -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import re
 
 from exceedance.config import (
     ACTIVATIONS,
     BASE_LOSSES,
     DATASETS,
+    FLOAT32_MAX,
     MAX_SEED,
     ORACLES,
     OUTPUT_ACTIVATIONS,
@@ -30,6 +32,44 @@ from exceedance.config import (
 )
 from exceedance.errors import ConfigError
 
+# Whole-number fields and their closed bounds. Each upper bound is where a larger value would fail
+# later, after TensorFlow has started (memory, TensorFlow's int32 settings, a port) or is beyond
+# any use; tests/test_config.py tries a huge and a negative value for every numeric field.
+WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
+    "data.seed": (0, MAX_SEED),
+    "search.seed": (0, MAX_SEED),
+    "data.n_samples": (1, 10**8),
+    "data.n_features": (1, 10**5),
+    "data.n_outputs": (1, 10**4),
+    "search.max_trials": (1, 10**6),
+    "search.epochs": (1, 10**6),
+    "search.batch_size": (1, 2**20),
+    "search.grid_points": (1, 100),
+    "search.max_consecutive_failures": (1, 10**6),
+    "search.intra_op_threads": (0, 1024),  # 0 = TensorFlow's default
+    "search.inter_op_threads": (0, 1024),
+    "search.workers": (1, 256),
+    "tracking.port": (1, 65535),
+}
+# Synthetic data is drawn in memory: at most this many values (rows x (features + outputs)).
+MAX_SYNTHETIC_VALUES = 10**8
+MAX_UNITS, MAX_LAYERS = 65536, 100
+MAX_TRIALS_PER_STEP = 1024
+MAX_TIMEOUT_S = 86400.0
+# Text that reads as a whole number: ASCII digits only (str.isdigit() also takes '²' and '٣'),
+# and few enough of them for int() (which refuses more than 4,300).
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number if it is one written in ASCII digits, else None.
+
+    Example:
+        `whole_number("16")` is 16; `whole_number("²")`, `whole_number("-2")` and
+        `whole_number("1e3")` are None.
+    """
+    return int(text) if _DIGITS.fullmatch(text) else None
+
 
 def _require(ok: bool, field_name: str, message: str) -> None:
     if not ok:
@@ -41,7 +81,17 @@ def _one_of(value: str, allowed: tuple[str, ...], field_name: str) -> None:
 
 
 def _finite(value: float, field_name: str) -> None:
-    _require(math.isfinite(value), field_name, f"must be a finite number, got {value}")
+    """A number float32 holds: finite and within its range."""
+    _require(
+        math.isfinite(value) and abs(value) <= FLOAT32_MAX,
+        field_name,
+        f"must be a finite number, got {value}; a float32 model holds numbers within +-{FLOAT32_MAX:.4g}",
+    )
+
+
+def _field(config: Config, dotted: str):
+    section, _, name = dotted.partition(".")
+    return getattr(getattr(config, section), name)
 
 
 def _range(r: Range, field_name: str, *, positive: bool = False, non_negative: bool = False) -> None:
@@ -56,33 +106,39 @@ def _range(r: Range, field_name: str, *, positive: bool = False, non_negative: b
 
 def address(field_name: str, value: str, any_port: bool = False) -> tuple[str, int]:
     """`HOST:PORT` split, once both parts are usable (`any_port`: 0 for any free port)."""
-    host, _, port = str(value).rpartition(":")
-    lowest = 0 if any_port else 1
+    host, _, text = str(value).rpartition(":")
+    lowest, port = (0 if any_port else 1), whole_number(text)
     _require(
-        bool(host) and port.isdigit() and lowest <= int(port) <= 65535,
+        bool(host) and port is not None and lowest <= port <= 65535,
         field_name,
         f"must be HOST:PORT with a port in {lowest}..65535, got {value!r}",
     )
-    return host, int(port)
+    return host, port
 
 
 def validate(config: Config) -> None:
     """Check every range and cross-field rule; raise `ConfigError` naming the first bad field.
 
+    Every numeric field has both of its bounds here (`WHOLE_NUMBERS` for the whole numbers), so
+    a huge value is one line before TensorFlow starts, not a crash after.
+
     Args:
-        config: the composed configuration.
+        config: the composed configuration (`config.to_config`).
 
     Raises:
         ConfigError: with a one-line message such as
             ``penalty.temperature.low: must be > 0, got 0.0``.
     """
+    _require(isinstance(config, Config), "config", "is not an exceedance config; compose it from base_config")
     data, penalty, search = config.data, config.penalty, config.search
     safe_name(config.name)
-    for name, seed in (("data.seed", data.seed), ("search.seed", search.seed)):
-        _require(0 <= seed <= MAX_SEED, name, f"must be in 0..{MAX_SEED}, got {seed}")
+    for name, (low, high) in WHOLE_NUMBERS.items():
+        value = _field(config, name)
+        _require(low <= value <= high, name, f"must be in {low}..{high}, got {value}")
     _one_of(data.name, DATASETS, "data.name")
     _finite(data.limit, "data.limit")
     _one_of(data.quality, tuple(QUALITY_DIRECTIONS), "data.quality")
+    _finite(data.tolerance, "data.tolerance")
     _require(data.tolerance > 0, "data.tolerance", f"must be > 0, got {data.tolerance}")
     for name in ("val_fraction", "test_fraction"):
         value = getattr(data, name)
@@ -99,8 +155,14 @@ def validate(config: Config) -> None:
         f"val, test and calibration fractions take {held:.3g} of the rows; leave at least 0.2 to train on",
     )
     _require(0 < data.exceed_share < 1, "data.exceed_share", f"must be in (0, 1), got {data.exceed_share}")
-    for name in ("n_samples", "n_features", "n_outputs"):
-        _require(getattr(data, name) >= 1, f"data.{name}", f"must be >= 1, got {getattr(data, name)}")
+    if data.name == "synthetic":
+        values = data.n_samples * (data.n_features + data.n_outputs)
+        _require(
+            values <= MAX_SYNTHETIC_VALUES,
+            "data.n_samples",
+            f"{data.n_samples} rows of {data.n_features} features and {data.n_outputs} outputs are {values:.3g} "
+            f"values; synthetic data is drawn in memory, at most {MAX_SYNTHETIC_VALUES:.0e}",
+        )
     if data.name == "file":
         _require(bool(data.path), "data.path", "is required when data.name=file (a .csv or .npz file)")
         _require(bool(data.targets), "data.targets", "is required when data.name=file, e.g. data.targets=peak or [a,b]")
@@ -125,15 +187,17 @@ def validate(config: Config) -> None:
     )
     _one_of(penalty.base_loss, BASE_LOSSES, "penalty.base_loss")
     steps = str(search.trials_per_step)
+    per_step = whole_number(steps)
     _require(
-        steps == "auto" or (steps.isdigit() and 1 <= int(steps) <= 1024),
+        steps == "auto" or (per_step is not None and 1 <= per_step <= MAX_TRIALS_PER_STEP),
         "search.trials_per_step",
-        f"expected auto or a whole number in 1..1024, got {steps!r}",
+        f"expected auto or a whole number in 1..{MAX_TRIALS_PER_STEP}, got {steps!r}",
     )
+    units = list(config.model.hidden_units)
     _require(
-        all(u >= 1 for u in config.model.hidden_units),
+        len(units) <= MAX_LAYERS and all(1 <= u <= MAX_UNITS for u in units),
         "model.hidden_units",
-        f"every layer needs >= 1 unit, got {list(config.model.hidden_units)}",
+        f"every layer needs 1..{MAX_UNITS} units, at most {MAX_LAYERS} layers, got {units}",
     )
 
     _require(len(penalty.forms) > 0, "penalty.forms", f"needs at least one of {', '.join(PENALTY_FORMS)}")
@@ -156,8 +220,8 @@ def validate(config: Config) -> None:
             "must be <= 0 with a target rate (a penalty that starts above the limit cannot push predictions "
             f"below it; offsets above 0 are left out of the search), got {penalty.threshold_offset.low}",
         )
-    dual_lr = penalty.dual_lr
-    _require(math.isfinite(dual_lr) and dual_lr > 0, "penalty.dual_lr", f"must be a finite number > 0, got {dual_lr}")
+    _finite(penalty.dual_lr, "penalty.dual_lr")
+    _require(penalty.dual_lr > 0, "penalty.dual_lr", f"must be a finite number > 0, got {penalty.dual_lr}")
     _require(0 <= penalty.dual_rows < 0.5, "penalty.dual_rows", f"must be in [0, 0.5), got {penalty.dual_rows}")
     for extra in extra_hyperparameters(penalty.forms):
         _range(getattr(penalty, extra), f"penalty.{extra}", positive=True)
@@ -175,9 +239,6 @@ def validate(config: Config) -> None:
             "search.max_exceedance",
             f"must be a rate in 0..1, got {search.max_exceedance}",
         )
-    for name in ("max_trials", "epochs", "batch_size", "grid_points", "max_consecutive_failures"):
-        value = getattr(search, name)
-        _require(value >= 1, f"search.{name}", f"must be >= 1, got {value}")
     _range(search.learning_rate, "search.learning_rate", positive=True)
     if search.reference_quality is None:
         _require(
@@ -188,20 +249,19 @@ def validate(config: Config) -> None:
         )
     else:
         _finite(search.reference_quality, "search.reference_quality")
-    for name in ("intra_op_threads", "inter_op_threads"):
-        value = getattr(search, name)
-        _require(value >= 0, f"search.{name}", f"must be >= 0 (0 = TensorFlow's default), got {value}")
-    _require(1 <= search.workers <= 256, "search.workers", f"must be in 1..256, got {search.workers}")
     address("search.listen", search.listen, any_port=True)
     if search.join:
         address("search.join", search.join)
-    _require(1 <= config.tracking.port <= 65535, "tracking.port", f"must be in 1..65535, got {config.tracking.port}")
     _require(
         not (config.tracking.server and config.tracking.uri),
         "tracking.uri",
         "must be empty with tracking=server (the server's address is tracking.host:tracking.port)",
     )
-    _require(config.tracking.timeout_s > 0, "tracking.timeout_s", f"must be > 0, got {config.tracking.timeout_s}")
+    for name in ("timeout_s", "start_timeout_s"):
+        value = getattr(config.tracking, name)
+        _require(
+            0 < value <= MAX_TIMEOUT_S, f"tracking.{name}", f"must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {value}"
+        )
     check_builder(config.model)
 
 
