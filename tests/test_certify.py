@@ -73,3 +73,26 @@ def test_hoeffding_bentkus_known_values():
     bound = upper_bound(0.01, 1000, 0.05)
     assert hb_p_value(0.01, bound * 1.001, 1000) <= 0.05 < hb_p_value(0.01, bound * 0.999, 1000)
     assert 0.01 < bound < 0.03
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_an_output_that_is_not_a_finite_number_is_never_below_the_limit(bad):
+    outputs = np.full((400, 2), LIMIT - 1.0)
+    outputs[:40, 0] = bad  # 40 of 800 outputs (5 %): 10 % of the rows have one
+    seen = check(outputs, LIMIT, 0.02, 0.05)
+    assert (seen.exceedances, seen.non_finite, seen.rate) == (40, 40, 0.05) and not seen.holds()
+    # no offset brings them below the limit: the model that always overflows cannot certify
+    with pytest.raises(CannotCertify, match=r"40 of 800 outputs on the calibration rows are not finite numbers"):
+        certify(outputs, LIMIT, 0.02, 0.05)
+    # a few are counted at every offset, and the offset still lowers the others
+    outputs[:40, 0] = LIMIT - 1.0
+    outputs[:2, 0], outputs[2:6, 1] = bad, LIMIT + 0.3
+    found = certify(outputs, LIMIT, 0.02, 0.05)
+    assert found.non_finite == 2 and found.exceedances == 2 and found.offset == pytest.approx(0.3)
+    assert found.upper_bound == pytest.approx(upper_bound(2 / 800, 400, 0.05))
+
+
+def test_every_output_nan_fails_the_recheck_where_it_passed():
+    # the outputs of a model fed 1e39 (inf in float32): NaN everywhere used to count as below
+    seen = check(np.full((500, 3), np.nan), LIMIT, 0.1, 0.05)
+    assert seen.rate == 1.0 and seen.non_finite == 1500 and not seen.holds()

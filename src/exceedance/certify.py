@@ -13,6 +13,11 @@ the smallest `b >= 0` whose upper bound is at most `E` gives `P(rate(b) > E) <= 
 risk-controlling prediction sets' theorem; scanning the offsets in increasing order stops at the
 same `b` as the fixed-sequence test from the largest down, since the bound is monotone too).
 
+A non-finite output (NaN, inf, -inf: the model overflowed) is never below the limit: it counts as
+above it, at every offset, in the rate, the bound and the choice of offset. Refusing a verdict
+instead would hide an alarm behind a usage error; counted, such outputs keep the bound an upper
+bound on how often outputs are not known to be below the limit, and the line says how many.
+
 NumPy and SciPy only: the pick uses it without TensorFlow.
 """
 
@@ -24,13 +29,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import bdtr  # the binomial CDF (lighter to import than scipy.stats)
 
-from exceedance.errors import ConfigError
+from exceedance.errors import ConfigError, SearchStopped
 
 METHOD = "hoeffding-bentkus upper bound on the per-row share above the limit (RCPS)"
 
 
-class CannotCertify(ValueError):
-    """No offset certifies the rate with these rows (too few of them for the confidence)."""
+class CertificateFails(SearchStopped):
+    """A command's own check says the certificate does not hold: nothing is registered."""
+
+
+class CannotCertify(CertificateFails):
+    """No offset certifies the rate with these rows (too few of them for the confidence, or too
+    many outputs that are not finite numbers)."""
 
 
 def require_rate(option: str, value: float) -> None:
@@ -84,6 +94,7 @@ class Certificate:
     rate: float  # their share of all outputs
     upper_bound: float
     method: str = METHOD
+    non_finite: int = 0  # outputs that are NaN or inf, counted among `exceedances`
 
     def holds(self) -> bool:
         return self.upper_bound <= self.max_exceedance
@@ -93,9 +104,11 @@ class Certificate:
 
 
 def excesses(outputs: np.ndarray, limit: float) -> np.ndarray:
-    """Every output's excess over the limit, rows by outputs."""
+    """Every output's excess over the limit, rows by outputs; +inf for an output that is not a
+    finite number, which no offset brings below the limit."""
     outputs = np.asarray(outputs, dtype=float)
-    return (outputs.reshape(len(outputs), -1) if outputs.ndim != 2 else outputs) - limit
+    excess = (outputs.reshape(len(outputs), -1) if outputs.ndim != 2 else outputs) - limit
+    return np.where(np.isfinite(outputs.reshape(excess.shape)), excess, np.inf)
 
 
 def certify(outputs: np.ndarray, limit: float, max_exceedance: float, delta: float) -> Certificate:
@@ -123,21 +136,29 @@ def certify(outputs: np.ndarray, limit: float, max_exceedance: float, delta: flo
             f"even with no exceedance the bound is {upper_bound(0.0, rows, delta):.4g}; "
             f"it takes at least {needed} rows (or a lower confidence)"
         )
-    ordered = np.sort(excess[excess > 0])  # the offsets at which the rate changes
+    broken = int(np.sum(np.isinf(excess)))  # above the limit at every offset
+    ordered = np.sort(excess[(excess > 0) & np.isfinite(excess)])  # the offsets at which the rate changes
     candidates = np.concatenate([[0.0], ordered])
-    above = len(ordered) - np.searchsorted(ordered, candidates, side="right")  # outputs still above, per offset
+    above = broken + len(ordered) - np.searchsorted(ordered, candidates, side="right")  # still above, per offset
     for offset, count in zip(candidates, above, strict=True):
         rate = count / size
         if hb_p_value(rate, max_exceedance, rows) <= delta:
             bound = upper_bound(rate, rows, delta)
-            return Certificate(max_exceedance, delta, limit, float(offset), rows, int(count), rate, bound)
-    raise AssertionError("unreachable: no exceedance at the largest offset certifies")  # checked above
+            return Certificate(
+                max_exceedance, delta, limit, float(offset), rows, int(count), rate, bound, METHOD, broken
+            )
+    raise CannotCertify(  # with no non-finite output, the largest offset leaves none above: checked above
+        f"cannot certify an exceedance rate <= {max_exceedance:g} at confidence {1 - delta:g}: {broken} of {size} "
+        "outputs on the calibration rows are not finite numbers (nan or inf), which no offset brings below the "
+        "limit; the model overflows on those rows: check their features, or train it again"
+    )
 
 
 def check(outputs: np.ndarray, limit: float, max_exceedance: float, delta: float) -> Certificate:
     """Re-check a shipped model on new inputs (no offset is chosen): the observed rate and its
     upper bound; `holds()` says whether the bound is at most `max_exceedance`."""
     excess = excesses(outputs, limit)
-    rows, count = excess.shape[0], int(np.sum(excess > 0))
+    rows, count, broken = excess.shape[0], int(np.sum(excess > 0)), int(np.sum(np.isinf(excess)))
     rate = count / excess.size
-    return Certificate(max_exceedance, delta, limit, 0.0, rows, count, rate, upper_bound(rate, rows, delta))
+    bound = upper_bound(rate, rows, delta)
+    return Certificate(max_exceedance, delta, limit, 0.0, rows, count, rate, bound, METHOD, broken)

@@ -16,7 +16,7 @@ import numpy as np
 
 from exceedance import data as data_module
 from exceedance import names
-from exceedance.certify import Certificate, certify, hb_p_value, require_rate
+from exceedance.certify import Certificate, CertificateFails, certify, check, hb_p_value, require_rate
 from exceedance.config import PENALTY_FORMS, Config, Range
 from exceedance.errors import ConfigError
 from exceedance.quiet import import_tensorflow
@@ -72,9 +72,10 @@ def require_fixed(config: Config) -> None:
             )
 
 
-def check_registry_names(model_name: str, alias: str) -> None:
+def check_registry_names(model_name: str, alias: str, name_option: str = "--model-name") -> None:
     """Raise `ConfigError` unless MLflow's registry takes `model_name` and `alias` (its own rules,
-    checked before anything trains or is registered)."""
+    checked before anything trains or is registered); `name_option` names where the name came
+    from (`--model-name`, or the config's `name` when the user gave none)."""
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import (
         _validate_model_alias_name,
@@ -83,7 +84,7 @@ def check_registry_names(model_name: str, alias: str) -> None:
     )
 
     for option, value, checks in (
-        ("--model-name", model_name, [_validate_model_name]),
+        (name_option, model_name, [_validate_model_name]),
         ("--alias", alias, [_validate_model_alias_name, _validate_model_alias_name_reserved]),
     ):
         try:
@@ -138,6 +139,20 @@ def check_certifiable(rows: int, max_exceedance: float, confidence: float) -> No
             f"--certify: {rows} calibration rows cannot certify an exceedance rate <= {max_exceedance:g} at "
             f"confidence {confidence:g} (it takes at least {needed}); raise data.calibration_fraction or lower "
             "--confidence"
+        )
+
+
+def require_holds(certificate: Certificate, tested: Certificate) -> None:
+    """Raise `CertificateFails` unless `certificate` holds and the test rows' exceedance rate
+    (`tested`, never used to choose the offset; outputs that are not finite count as above the
+    limit) is within its bound: a model whose own check fails is never registered."""
+    broken = f", {tested.non_finite} of them not finite numbers" if tested.non_finite else ""
+    if not certificate.holds() or tested.rate > certificate.upper_bound:
+        raise CertificateFails(
+            f"--certify: the certificate does not hold: on the test rows {tested.exceedances} outputs are above the "
+            f"limit {tested.limit:g}{broken}, rate {tested.rate:.4g}, outside the certified bound "
+            f"{certificate.upper_bound:.4g} (exceedance rate <= {certificate.max_exceedance:g}); nothing was "
+            "registered (the training run ends FAILED); certify on rows drawn like those the model will see"
         )
 
 
@@ -232,6 +247,8 @@ def train(
             experiment.set_tags({run_id: certificate.as_tags(names.CERTIFICATE)})
         experiment.log_metrics(run_id, {f"{names.TEST}{k}": v for k, v in test.items()}, step=config.search.epochs)
         predictions = shipped.predict(x_test, batch_size=1024, verbose=0)
+        if certificate is not None:
+            require_holds(certificate, check(predictions, config.data.limit, max_exceedance, 1 - confidence))
         signature = infer_signature(x_test, predictions)
         version, model_uri = register_model(experiment, run_id, shipped, signature, model_name, alias)
         if certificate is not None:

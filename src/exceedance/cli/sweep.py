@@ -18,7 +18,7 @@ from exceedance.cli.errors import USAGE_ERROR, exit_on_user_error, run_hydra
 from exceedance.cli.guard import forget_job_folder, keep_secrets_from_hydra
 from exceedance.cli.pick import DEFAULT_PICK_RATE, next_store
 from exceedance.cli.table import cell, front_line
-from exceedance.config import Config, register_configs
+from exceedance.config import Config, register_configs, to_config
 from exceedance.errors import redact
 from exceedance.quiet import quiet_libraries, take_verbose_flag
 from exceedance.recording.reader import open_trial_store
@@ -92,7 +92,7 @@ def job_overrides() -> list[str]:
 
 
 def _run_and_print(cfg: DictConfig) -> None:
-    config: Config = OmegaConf.to_object(cfg)
+    config = to_config(cfg, f"{HydraConfig.get().job.config_name}.yaml")  # a file without the schema: one line
     hydra_config = HydraConfig.get()
     overrides = " ".join(job_overrides())
     tags = {names.OVERRIDES: overrides or "(none)"}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error, one_line
-from exceedance.config import Config, register_configs
+from exceedance.config import Config, register_configs, to_config
 from exceedance.errors import ConfigError, redact
 from exceedance.quiet import quiet_libraries
 from exceedance.train import CHAMPION, TrainResult, check_registry_names, default_model_name, train
@@ -47,7 +47,6 @@ def compose_file(path: Path, overrides: list[str]) -> Config:
     """Compose one config file (with its `defaults`) and `overrides` through Hydra."""
     import yaml
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     if path.suffix != ".yaml" or not path.is_file():
         raise ConfigError(f"config: no such .yaml file {str(path)!r}; export one with exceedance-pick")
@@ -61,13 +60,14 @@ def compose_file(path: Path, overrides: list[str]) -> Config:
         raise ConfigError(f"config: {path} is not a mapping of settings; export it again with exceedance-pick")
     register_configs()
     with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name=path.stem, overrides=overrides))
+        return to_config(compose(config_name=path.stem, overrides=overrides), str(path))
 
 
 def _compose_and_train(args: argparse.Namespace) -> tuple[Config, TrainResult]:
     config = compose_file(args.config, args.overrides)
     model_name = args.model_name or default_model_name(config)
-    check_registry_names(model_name, args.alias)
+    name_option = "--model-name" if args.model_name else "name"  # the default name is the config's
+    check_registry_names(model_name, args.alias, name_option)
     rate = args.certify
     if rate == PICKS_RATE:
         rate = config.search.max_exceedance
