@@ -86,7 +86,7 @@ def run(
     """
     validate(config)
     dataset = data_module.load(config.data)
-    uri = connect(config.tracking)
+    uri = connect(config.tracking, config.name)
     key = search_key(config)
     project = check_tuner_directory(Path(config.search.directory), key, config.search.overwrite)
     with claim(project), recording(config) as recorder:
@@ -101,7 +101,7 @@ def join(config: Config, report: Callable[[str], None] = print) -> int:
 
     validate(config)
     data_module.load(config.data)
-    uri = connect(config.tracking)
+    uri = connect(config.tracking, config.name)
     key = search_key(config)
     check_tuner_directory(Path(config.search.directory), key, overwrite=False)
     return workers.join(config, uri, key, report)
@@ -113,7 +113,7 @@ def work(config: Config, report: Callable[[str], None]) -> None:
     from exceedance.worker import TUNER_ID
 
     dataset = data_module.load(config.data)
-    uri = connect(config.tracking)
+    uri = connect(config.tracking, config.name)
     with recording(config) as recorder:
         started = SearchStarted(uri, config, search_key(config), worker=os.environ[TUNER_ID])
         _search(config, dataset, started, recorder, report)

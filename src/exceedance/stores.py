@@ -4,10 +4,14 @@ A command only ever writes to a store that is MLflow's and at the schema this ML
 to a new one it creates under `mlruns/`. Everything else is refused with one line before
 TensorFlow is imported and before a byte is written: a file that is not a SQLite database, a
 database with other tables, a store of an older or newer MLflow schema (MLflow would upgrade an
-older one in place, locking out older clients), a missing database driver, a server that is not
-MLflow. A brand-new store that another process (a second job, `mlflow ui`, a notebook) is
-creating right now is waited for, not misjudged: its tables and revision keep changing until
-the migration ends.
+older one in place, locking out older clients), a store whose creation was cut short, a missing
+database driver, a server that is not MLflow, an artifacts folder that cannot be written. A
+brand-new store that another process (a second job, `mlflow ui`, a notebook) is creating right
+now is waited for, not misjudged: its tables and revision keep changing until the migration ends.
+
+A new SQLite store is created whole or not at all (`create_sqlite_store`): MLflow migrates a new
+store in place, step by step, and a write failing midway (a full disk, a quota, a file-size limit)
+left a half-built schema that every later command refused, rerun or not.
 
 SQLAlchemy and alembic's files only: no mlflow import (about a second) in the commands' start.
 A tracking server is asked over HTTP (`server`).
@@ -18,15 +22,20 @@ from __future__ import annotations
 import ast
 import errno
 import importlib.util
+import json
 import os
 import shutil
+import tempfile
 import time
+import urllib.error
+import urllib.parse
 from functools import cache
 from pathlib import Path
 
 from exceedance.config import TrackingConfig
 from exceedance.errors import ConfigError, redact
-from exceedance.server import ensure_server, probe_server
+from exceedance.server import ensure_server, mlflow_error_code, probe_server, request
+from exceedance.sqlite_store import create_sqlite_store
 
 REMOTE_SCHEMES = ("http", "https")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
@@ -73,19 +82,91 @@ def sqlite_path(uri: str) -> Path:
     return Path(uri.split(":///", 1)[1])
 
 
-def check_store(uri: str, timeout_s: float, create: bool = True) -> None:
-    """Raise `ConfigError` unless `uri` is an MLflow store this MLflow can write to (or, with
-    `create`, a new SQLite store can be made there).
+def check_store(uri: str, timeout_s: float, create: bool = True, experiment: str | None = None) -> None:
+    """Raise `ConfigError` unless `uri` is an MLflow store this MLflow can write to; with `create`,
+    a missing SQLite store is created, whole (`sqlite_store`); with `experiment`, the folder its
+    runs' artifacts go to must be writable too.
 
     Args:
         uri: a URI from `resolve_uri`.
         timeout_s: how long a server or database may take to answer.
         create: whether a missing SQLite file will be created (a sweep), or must exist (a pick).
+        experiment: the experiment the command will create runs in (None: no artifacts written).
+
+    Raises:
+        ConfigError: naming the store or folder, and what to do.
+        sqlite_store.StoreNotCreated: a new store could not be written; nothing is left of it.
     """
     if uri.startswith(("http://", "https://")):
         probe_server(uri, timeout_s)
+        if experiment is not None:
+            location = _server_artifacts(uri, experiment, timeout_s)
+            check_artifacts(_local_folder(location) if location else None, experiment, own=True)
     else:
-        _check_database(uri, timeout_s, create)
+        _check_database(uri, timeout_s, create, experiment)
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where MLflow puts the artifacts of a new experiment in the store `uri`: beside a SQLite store
+    (`recording.experiment` creates experiments there), under `./mlruns` for another database
+    (MLflow's default, resolved where the command runs); None for a server (its own side)."""
+    if uri.startswith("sqlite:///"):
+        return sqlite_path(uri).parent / "artifacts"
+    if uri.startswith(("http://", "https://")):
+        return None
+    return Path("mlruns").resolve()
+
+
+def check_artifacts(folder: Path | None, experiment: str, own: bool = False) -> None:
+    """Raise `ConfigError` unless files can be made in `folder` (created if missing), where MLflow
+    will write `experiment`'s artifacts (`own`: the location an existing experiment keeps). Checked
+    with a probe file, made and removed: permissions, a read-only file system and a file where the
+    folder should be all fail it, for root too. `None` (a server's or a cloud location): not ours."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".exceedance-probe-") as probe:
+            probe.write(b"probe")
+            probe.flush()
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err.errno, err.strerror, str(folder)) from None
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        reason = f"{existing} is a file, not a folder" if not existing.is_dir() else err.strerror
+        if own:
+            raise ConfigError(
+                f"tracking.uri: experiment {experiment!r} keeps its MLflow artifacts in {folder}, which cannot be "
+                f"written ({reason}); make it writable, or run under another name="
+            ) from None
+        raise ConfigError(
+            f"tracking.uri: MLflow's artifacts folder {folder} cannot be written ({reason}); make it a writable "
+            "folder, or point tracking.uri at a store elsewhere"
+        ) from None
+
+
+def _local_folder(location: str) -> Path | None:
+    """The folder of an artifact location on this machine (a `file:` URI or a path); None for
+    others (`mlflow-artifacts:` through a server, `s3://`, ...)."""
+    parts = urllib.parse.urlsplit(location)
+    if parts.scheme == "file":
+        return Path(urllib.parse.unquote(parts.path))
+    return Path(location).resolve() if not parts.scheme else None
+
+
+def _server_artifacts(uri: str, experiment: str, timeout_s: float) -> str | None:
+    """The artifact location of `experiment` on the server `uri`; None while it does not exist."""
+    try:
+        body = request(uri, "/api/2.0/mlflow/experiments/get-by-name", timeout_s, query={"experiment_name": experiment})
+    except urllib.error.HTTPError as err:
+        if mlflow_error_code(err.read()) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise ConfigError(
+            f"tracking.uri: the MLflow server at {redact(uri)} answered {err.code} {err.reason}"
+        ) from None
+    return json.loads(body)["experiment"].get("artifact_location")
 
 
 @cache
@@ -185,36 +266,64 @@ def _schema_state(engine) -> tuple[frozenset[str], str | None]:
     return tables, revision
 
 
-def _check_database(uri: str, timeout_s: float, create: bool) -> None:
-    import sqlalchemy
-
-    is_sqlite = uri.startswith("sqlite")
-    if is_sqlite and _check_sqlite_file(uri, create):
-        return  # a new store: MLflow creates it on first open
-    engine = _engine(uri, timeout_s)
+def _check_database(uri: str, timeout_s: float, create: bool, experiment: str | None) -> None:
     head, known = schema_revisions()
-    shown = redact(uri)
-    deadline, last, settled_at = time.monotonic() + MIGRATION_WAIT_S, None, time.monotonic()
+    if uri.startswith("sqlite") and _check_sqlite_file(uri, create):
+        if experiment is not None:  # before the store is made: a refusal leaves nothing behind
+            check_artifacts(artifact_root(uri), experiment)
+        create_sqlite_store(sqlite_path(uri), head)
+    engine = _engine(uri, timeout_s)
     try:
-        while True:
-            try:
-                state = _schema_state(engine)
-            except sqlalchemy.exc.DBAPIError as err:
-                raise ConfigError(f"tracking.uri: cannot open the store {shown} ({redact(str(err.orig))})") from None
-            tables, revision = state
-            if state != last:
-                last, settled_at = state, time.monotonic()
-            migrating = any(t.startswith("_alembic_tmp") for t in tables) or (tables and revision != head)
-            if not migrating or time.monotonic() - settled_at >= SETTLE_S:
-                break
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"tracking.uri: the store {shown} has been mid-migration for {MIGRATION_WAIT_S:.0f} s; is another "
-                    "MLflow process stuck? Stop it, back the store up and run `mlflow db upgrade`"
-                )
-            time.sleep(0.25)
+        tables, revision = _settled_schema(engine, uri)
+        _check_schema(engine, uri, tables, revision, create, head, known)
+        if experiment is not None:
+            location = _artifact_location(engine, experiment) if tables else None
+            own = location is not None
+            check_artifacts(_local_folder(location) if own else artifact_root(uri), experiment, own)
     finally:
         engine.dispose()
+
+
+def _artifact_location(engine, experiment: str) -> str | None:
+    import sqlalchemy
+
+    with engine.connect() as connection:
+        query = sqlalchemy.text("SELECT artifact_location FROM experiments WHERE name = :name")
+        rows = list(connection.execute(query, {"name": experiment}))
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+def _settled_schema(engine, uri: str) -> tuple[frozenset[str], str | None]:
+    """The store's tables and schema revision once they stop changing (another process's migration)."""
+    import sqlalchemy
+
+    head, _ = schema_revisions()
+    shown = redact(uri)
+    deadline, last, settled_at = time.monotonic() + MIGRATION_WAIT_S, None, time.monotonic()
+    while True:
+        try:
+            state = _schema_state(engine)
+        except sqlalchemy.exc.DBAPIError as err:
+            raise ConfigError(f"tracking.uri: cannot open the store {shown} ({redact(str(err.orig))})") from None
+        tables, revision = state
+        if state != last:
+            last, settled_at = state, time.monotonic()
+        migrating = any(t.startswith("_alembic_tmp") for t in tables) or (tables and revision != head)
+        if not migrating or time.monotonic() - settled_at >= SETTLE_S:
+            break
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"tracking.uri: the store {shown} has been mid-migration for {MIGRATION_WAIT_S:.0f} s; is another "
+                "MLflow process stuck? Stop it, back the store up and run `mlflow db upgrade`"
+            )
+        time.sleep(0.25)
+    return tables, revision
+
+
+def _check_schema(engine, uri: str, tables, revision, create: bool, head: str, known) -> None:
+    import sqlalchemy
+
+    shown = redact(uri)
     if not tables:
         if not create:
             raise ConfigError(f"tracking.uri: {shown} is an empty database, not an MLflow store; run a sweep first")
@@ -227,6 +336,14 @@ def _check_database(uri: str, timeout_s: float, create: bool) -> None:
         )
     if revision == head:
         return
+    with engine.connect() as connection:
+        experiments = connection.execute(sqlalchemy.text("SELECT COUNT(*) FROM experiments")).scalar()
+    if revision in known and not experiments:  # MLflow makes its Default experiment once migrated
+        raise ConfigError(
+            f"tracking.uri: {shown} is an MLflow store whose creation was cut short (its schema stopped at "
+            f"{revision}, not {head}, and it holds no experiment, so nothing is lost): delete "
+            f"{sqlite_path(uri) if uri.startswith('sqlite') else 'it'}, then rerun"
+        )
     if revision in known:
         raise ConfigError(
             f"tracking.uri: {shown} has an older MLflow schema ({revision}; this MLflow needs {head}); "
@@ -238,14 +355,21 @@ def _check_database(uri: str, timeout_s: float, create: bool) -> None:
     )
 
 
-def connect(config: TrackingConfig) -> str:
-    """Resolve the store's URI and make sure it can be written to, before anything trains.
+def connect(config: TrackingConfig, experiment: str | None = None) -> str:
+    """Resolve the store's URI and make sure it can be written to, before anything trains: a new
+    SQLite store is created whole, and the folder `experiment`'s artifacts go to must be writable.
 
     Raises:
-        ConfigError: for an unknown scheme, an unusable store or a server that does not answer.
+        ConfigError: for an unknown scheme, an unusable store or artifacts folder, or a server that
+            does not answer.
+        sqlite_store.StoreNotCreated: a new store could not be written; nothing is left of it.
     """
     if config.server:
-        return ensure_server(config)
-    uri = resolve_uri(config)
-    check_store(uri, config.timeout_s)
+        backend = f"sqlite:///{Path(config.store_dir).resolve() / 'mlflow.db'}"
+        if not sqlite_path(backend).exists():  # the server to start would migrate a new store in place
+            check_store(backend, config.timeout_s, experiment=experiment)
+        uri = ensure_server(config)
+    else:
+        uri = resolve_uri(config)
+    check_store(uri, config.timeout_s, experiment=experiment)
     return uri

@@ -192,7 +192,7 @@ def train(
         extra = data_module.read_features(calibration_data, "--calibration-data", dataset.n_features)
     if max_exceedance is not None:
         check_certifiable(len(dataset.x_cal) + len(extra), max_exceedance, confidence)
-    uri = connect(config.tracking)
+    uri = connect(config.tracking, config.name)
 
     import_tensorflow()
     import keras

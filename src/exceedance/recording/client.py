@@ -1,11 +1,17 @@
 """How our processes share an MLflow store: one opens its client while another may be creating
-or migrating the same new store, and SQLite's single write lock is waited for, never lost to."""
+or migrating the same new store, and SQLite's single write lock is waited for, never lost to.
+
+Our processes take turns on a SQLite store through `store_lock` (`sqlite_store`), and never let
+MLflow create a SQLite store in place: a missing one is created whole first.
+"""
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from pathlib import Path
+
+from exceedance.sqlite_store import store_lock
+
+__all__ = ["MIGRATION_RACE", "open_client", "store_lock"]
 
 
 class _Retrying:
@@ -37,33 +43,14 @@ class _Retrying:
         return call
 
 
-@contextmanager
-def store_lock(uri: str):
-    """Serialize work on a SQLite store across processes: opening it (MLflow creates and migrates
-    the schema on first open, and two jobs doing that at once on a brand-new file corrupt each
-    other), and moving the joint front's tags. Other stores: no lock."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    import fcntl
-
-    lock_path = Path(uri[len("sqlite:///") :]).with_suffix(".lock")
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # Errors MLflow raises when another process creates or migrates the same new store at the same
 # moment (it creates and upgrades a store's schema on first open, with no lock of its own).
 MIGRATION_RACE = ("_alembic_tmp", "already exists", "no such table", "database is locked", "duplicate")
 
 
 def open_client(uri: str, attempts: int = 6) -> _Retrying:
-    """An `MlflowClient` on `uri` (retrying while SQLite is locked), which MLflow opens (creating
-    or migrating the schema) at once.
+    """An `MlflowClient` on `uri` (retrying while SQLite is locked), which MLflow opens (migrating
+    the schema) at once; a missing SQLite store is created whole first (`sqlite_store`).
 
     Our own processes take turns through `store_lock`; another MLflow process (`mlflow ui`, a
     notebook, a test's client) does not. When it migrates the store at the same moment, wait
@@ -72,8 +59,11 @@ def open_client(uri: str, attempts: int = 6) -> _Retrying:
     """
     from mlflow import MlflowClient
 
-    from exceedance.stores import check_store
+    from exceedance.sqlite_store import create_sqlite_store
+    from exceedance.stores import check_store, schema_revisions, sqlite_path
 
+    if uri.startswith("sqlite:///") and not sqlite_path(uri).exists():  # e.g. deleted since the check
+        create_sqlite_store(sqlite_path(uri), schema_revisions()[0])
     for attempt in range(attempts):
         try:
             return _Retrying(MlflowClient(tracking_uri=uri))

@@ -24,13 +24,12 @@ from exceedance.errors import ConfigError, redact
 from exceedance.pareto import FinishedTrial
 from exceedance.recording.client import open_client, store_lock
 from exceedance.recording.reader import finished_trial
+from exceedance.stores import artifact_root  # where `stores.check_store` checks they can be written
 
 
 def artifact_location(uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database, never relative to the cwd."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
-    return None
+    return artifact_root(uri).as_uri() if uri.startswith("sqlite:///") else None
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
