@@ -1,6 +1,7 @@
 """Several workers on one search (`search.workers`): one oracle served by the command, trials
 trained by worker processes, every trial recorded once under one parent; a worker killed
-mid-trial, the chief killed and restarted, and workers joining from another command."""
+mid-trial, the chief killed and restarted, workers joining from another command, and a joined
+worker that dies (its whole command killed) or stops answering and comes back (heartbeats)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import grpc
 import pytest
 from mlflow import MlflowClient
 
 from conftest import TINY, all_gone, command, free_port, last_line, sweep_process, trial_runs
-from exceedance.worker import belongs
+from exceedance import heartbeat
+from exceedance.errors import ConfigError
+from exceedance.heartbeat import belongs
 
 # Two workers, two trials per step each: eight quick trials.
 SHARED = [*TINY, "search.max_trials=8", "search.trials_per_step=2", "search.workers=2"]
@@ -219,3 +223,195 @@ def test_joining_a_search_nobody_serves_is_one_line(tmp_path):
         f"exceedance-sweep: error: search.join: no search's oracle answers at 127.0.0.1:{port} after 1 s; start "
         "the search there first (the same command with search.workers=N and search.listen=HOST:PORT)"
     )
+
+
+# A chief with two workers and a command joining it with one, two trials a step each, about ten
+# seconds a step: the joined worker holds trials long enough to be killed or frozen mid-step.
+JOINED = [
+    "data.n_samples=6000",
+    "search.max_trials=12",
+    "search.epochs=300",
+    "model.hidden_units=[16]",
+    "search.trials_per_step=2",
+    "search.workers=2",
+]
+TIMEOUT_S = 6  # the chief's heartbeat timeout in these tests (EXCEEDANCE_WORKER_TIMEOUT_S)
+
+
+def chief_and_joined(folder: Path, monkeypatch) -> tuple[subprocess.Popen, subprocess.Popen, str, list]:
+    """A chief serving the search, and a command joining it with one worker, each in its own
+    process group (as on two hosts), once the joined worker trains trials; returns both, the
+    joined worker's name and its RUNNING trial runs."""
+    monkeypatch.setenv(heartbeat.TIMEOUT_ENV, str(TIMEOUT_S))
+    port = free_port()
+    chief = sweep_process([*JOINED, f"search.listen=127.0.0.1:{port}"], folder)
+    for line in chief.stdout:
+        if line.startswith("oracle served on"):
+            break
+    joined = sweep_process([*JOINED, "search.workers=1", f"search.join=127.0.0.1:{port}"], folder, subprocess.PIPE)
+    client = client_for(folder)
+    for _ in range(1200):
+        running = [
+            r
+            for r in trial_runs(client)
+            if r.info.status == "RUNNING" and f"-{joined.pid}-w1" in r.data.tags["exceedance.worker"]
+        ]
+        if len(running) == 2:  # its step's two trials
+            return chief, joined, running[0].data.tags["exceedance.worker"], running
+        time.sleep(0.1)
+    raise AssertionError("the joined worker's trials never started")
+
+
+def line_within(sweep: subprocess.Popen, start: str, seconds: float) -> str:
+    """The first line of the sweep's output that starts with `start`, which must come within `seconds`."""
+    began = time.monotonic()
+    for line in sweep.stdout:
+        if line.startswith(start):
+            assert time.monotonic() - began < seconds, f"{line!r} came after {time.monotonic() - began:.0f} s"
+            return line.strip()
+    raise AssertionError(f"no line starting {start!r}")
+
+
+def taken_back(client: MlflowClient, victim: str, held: list, line: str) -> None:
+    """The chief's line names the joined worker and the trials it held; the search finished each
+    trial once, the joined worker's runs of them KILLED, and other workers finished them."""
+    trials = sorted(r.data.tags["exceedance.trial_id"] for r in held)
+    assert line == (
+        f"joined worker {victim} ended (stopped answering for {TIMEOUT_S} s); trials {', '.join(trials)} go to "
+        "another worker"
+    )
+    runs = each_trial_finished_once(client, 12)
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert {r.data.tags["exceedance.worker"] for r in killed} == {victim}
+    assert sorted(r.data.tags["exceedance.trial_id"] for r in killed) == trials
+    finished = {r.data.tags["exceedance.trial_id"]: r for r in runs if r.info.status == "FINISHED"}
+    assert all(finished[t].data.tags["exceedance.worker"] != victim for t in trials)
+
+
+@pytest.mark.slow
+def test_a_joined_command_killed_mid_trial_has_its_trials_taken_back_within_the_timeout(tmp_path, monkeypatch):
+    chief, joined, victim, held = chief_and_joined(tmp_path, monkeypatch)
+    try:
+        os.killpg(joined.pid, signal.SIGKILL)  # the joining command, its worker and its recording process: a host gone
+        line = line_within(chief, "joined worker ", TIMEOUT_S + 15)
+        out, _ = chief.communicate(timeout=600)
+    finally:
+        chief.kill()
+        joined.kill()
+    assert chief.returncode == 0, out[-3000:]
+    assert "12 finished trials in experiment 'exceedance'" in out
+    taken_back(client_for(tmp_path), victim, held, line)
+
+
+@pytest.mark.slow
+def test_a_joined_worker_that_comes_back_after_the_timeout_is_refused_and_ends_no_trial(tmp_path, monkeypatch):
+    chief, joined, victim, held = chief_and_joined(tmp_path, monkeypatch)
+    try:
+        (worker,) = worker_processes(joined.pid).values()
+        os.kill(worker, signal.SIGSTOP)  # a pause longer than the timeout (a GC pause, a swapped-out host)
+        line = line_within(chief, "joined worker ", TIMEOUT_S + 15)
+        os.kill(worker, signal.SIGCONT)
+        said, stopped = joined.communicate(timeout=120)
+        out, _ = chief.communicate(timeout=600)
+    finally:
+        chief.kill()
+        joined.kill()
+    assert chief.returncode == 0, out[-3000:]
+    assert (
+        f"[worker 1] stopped: the search's chief gave up on worker {victim} after {TIMEOUT_S} s without a call" in said
+    )
+    assert joined.returncode == 1
+    assert stopped.strip().splitlines()[-1] == (  # nothing after it (a warning of the worker's leftovers)
+        "exceedance-sweep: search stopped: every worker stopped ([worker 1] exit code 1); rerun the same command "
+        "to resume"
+    )
+    taken_back(client_for(tmp_path), victim, held, line)
+
+
+def test_the_chief_refuses_a_worker_it_gave_up_on_and_a_trial_its_caller_does_not_hold(tmp_path):
+    from concurrent import futures
+
+    import keras_tuner as kt
+    from keras_tuner.src import protos
+
+    from exceedance.workers import requeue
+
+    space = kt.HyperParameters()
+    space.Float("x", 0, 1)
+    oracle = kt.oracles.RandomSearchOracle(objective=kt.Objective("val_loss", "min"), max_trials=4)
+    oracle._set_project_dir(str(tmp_path), "search")
+    oracle.update_space(space)
+    oracle.max_consecutive_failed_trials = None
+    liveness = heartbeat.Liveness(0.3)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    protos.get_service_grpc().add_OracleServicer_to_server(heartbeat.watched_servicer(oracle, liveness), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    stub = protos.get_service_grpc().OracleStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+    service = protos.get_service()
+    a, b = "h-1-w1", "h-2-w1"
+
+    def call(method: str, request, name: str | None, beat: bool = False):
+        metadata = ((heartbeat.NAME_KEY, name),) if name else ()
+        return getattr(stub, method)(request, metadata=metadata + (((heartbeat.BEAT_KEY, "1"),) if beat else ()))
+
+    def refused(method: str, request, name: str | None) -> str:
+        with pytest.raises(grpc.RpcError) as raised:
+            call(method, request, name)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        return raised.value.details()
+
+    def end(trial_id: str):
+        trial = kt.engine.trial.Trial(oracle.get_space(), trial_id=trial_id, status="COMPLETED")
+        return service.EndTrialRequest(trial=trial.to_proto())
+
+    try:
+        assert refused("CreateTrial", service.CreateTrialRequest(tuner_id=f"{a}-0"), None) == (
+            "exceedance: a call that names no worker; start workers with exceedance-sweep"
+        )
+        trial_id = call("CreateTrial", service.CreateTrialRequest(tuner_id=f"{a}-0"), a).trial.trial_id
+        update = service.UpdateTrialRequest(trial_id=trial_id, metrics={"val_loss": 0.5})
+        # A live worker that does not hold the trial can neither report it nor end it.
+        for method, request in (("UpdateTrial", update), ("EndTrial", end(trial_id))):
+            assert refused(method, request, b) == (
+                f"exceedance: trial {trial_id} is not this worker's to report ({b} does not hold it)"
+            )
+        # A heartbeat is answered empty, a worker's own GetSpace with the space.
+        assert call("GetSpace", service.GetSpaceRequest(), b, beat=True).ByteSize() == 0
+        assert call("GetSpace", service.GetSpaceRequest(), b).hyperparameters.space.float_space
+        assert not liveness.give_up(a)  # it was heard from just now
+        time.sleep(0.5)
+        call("GetSpace", service.GetSpaceRequest(), b, beat=True)
+        assert liveness.silent() == [a] and not liveness.give_up(b) and liveness.give_up(a)
+        assert requeue(oracle, a, set()) == ([trial_id], [])
+        gave_up = (
+            f"the search's chief gave up on worker {a} after 0.3 s without a call and gave its trials to other workers"
+        )
+        # Every call of the worker given up on is refused, its trial's report and end included.
+        assert refused("GetSpace", service.GetSpaceRequest(), a) == f"exceedance: {gave_up}"
+        assert refused("CreateTrial", service.CreateTrialRequest(tuner_id=f"{a}-0"), a) == f"exceedance: {gave_up}"
+        assert refused("EndTrial", end(trial_id), a) == f"exceedance: {gave_up}"
+        # The trial goes to the next worker that asks, which ends it, once.
+        assert call("CreateTrial", service.CreateTrialRequest(tuner_id=f"{b}-0"), b).trial.trial_id == trial_id
+        call("UpdateTrial", update, b)
+        call("EndTrial", end(trial_id), b)
+        assert refused("EndTrial", end(trial_id), b).endswith(f"({b} does not hold it)")  # not twice
+        assert oracle.end_order == [trial_id] and oracle.trials[trial_id].status == "COMPLETED"
+        assert not oracle.ongoing_trials
+    finally:
+        server.stop(grace=None)
+
+
+def test_the_heartbeat_timeout_is_a_number_of_seconds_of_at_least_three_heartbeats(monkeypatch):
+    monkeypatch.delenv(heartbeat.TIMEOUT_ENV, raising=False)
+    assert heartbeat.timeout_s() == 30.0
+    monkeypatch.setenv(heartbeat.TIMEOUT_ENV, "4.5")
+    assert heartbeat.timeout_s() == 4.5
+    for value in ("soon", "2", "-30", "nan", "inf", "0"):
+        monkeypatch.setenv(heartbeat.TIMEOUT_ENV, value)
+        with pytest.raises(ConfigError) as raised:
+            heartbeat.timeout_s()
+        assert str(raised.value) == (
+            f"EXCEEDANCE_WORKER_TIMEOUT_S: must be a number of seconds >= 3 (three heartbeats), got {value!r}; "
+            "unset it for the default 30"
+        )

@@ -26,7 +26,7 @@ from exceedance import data as data_module
 from exceedance.config import Config
 from exceedance.errors import ConfigError, SearchStopped, TrackingLost
 from exceedance.quiet import import_tensorflow
-from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted, TrialsScored
+from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted, TrialsScored, WorkerLost
 from exceedance.recording.process import Recorder
 from exceedance.stores import connect, require_free_space
 from exceedance.validation import validate
@@ -277,7 +277,10 @@ def _search(
         def scored(scores: dict[str, tuple[float, float]]) -> None:  # a failure to record shows at the end
             recorder.send(TrialsScored(scores))
 
-        chief = Chief(tuner.oracle, config, started.uri, report, scored, label)
+        def lost(worker: str, trial_ids: list[str]) -> None:
+            recorder.send(WorkerLost(worker, tuple(trial_ids)))
+
+        chief = Chief(tuner.oracle, config, started.uri, report, scored, lost, label)
     # The parent run is opened (and a resumed one set RUNNING) only once the tuner has loaded.
     parent_id = recorder.send(started).result()
     elsewhere = 0  # trials the workers started

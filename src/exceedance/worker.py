@@ -1,6 +1,8 @@
 """One worker process of a search with several (`search.workers`, see `workers`): how it is
 started (keras-tuner's `KERASTUNER_*` variables say where the oracle is and name it; the
 config comes whole in the environment), how it is stopped, and what it runs (`run_search.work`).
+Every call it makes names it, and it calls its chief every second (`heartbeat`), so a chief on
+another host sees it stop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 
+from exceedance import heartbeat
 from exceedance.config import Config
 from exceedance.errors import SearchStopped
 from exceedance.validation import address
@@ -111,13 +114,6 @@ def exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
-def belongs(tuner_id: str, worker: str) -> bool:
-    """Whether a keras-tuner tuner id is the worker's: its name (one trial per step), or
-    `name-K` for the K-th trial of its step (`trial.ExceedanceTuner`). Names end in `w<number>`,
-    so no name is another's with a slot after it."""
-    return tuner_id == worker or (tuner_id.startswith(f"{worker}-") and tuner_id[len(worker) + 1 :].isdigit())
-
-
 def _exit_with_chief(chief_pid: int) -> None:
     """A worker whose chief is gone (killed) stops at once; its recording process then marks its
     open runs KILLED, and the restarted chief retries their trials."""
@@ -139,10 +135,16 @@ def main() -> None:
     from exceedance.run_search import work
 
     quiet_libraries()
+    # A worker stopped at once (its chief gone, or its trials taken back) leaves its recording
+    # pool's semaphore to multiprocessing's resource tracker, whose warning would follow its line.
+    warnings = [os.environ.get("PYTHONWARNINGS", ""), "ignore:resource_tracker:UserWarning"]
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, warnings))
     _exit_with_chief(int(os.environ[CHIEF_PID_ENV]))
+    label = os.environ.get(LABEL_ENV, "")
+    heartbeat.name_channels(os.environ[TUNER_ID], label)
+    heartbeat.start_heartbeat(f"{os.environ[ORACLE_IP]}:{os.environ[ORACLE_PORT]}")
     settings = OmegaConf.merge(OmegaConf.structured(Config), json.loads(os.environ[CONFIG_ENV]))
     config: Config = OmegaConf.to_object(settings)
-    label = os.environ.get(LABEL_ENV, "")
     exit_on_user_error(f"{label}exceedance-sweep", work, config, lambda line: print(f"{label}{line}", flush=True))
 
 

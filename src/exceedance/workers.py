@@ -15,7 +15,13 @@ Guards against keras-tuner's known failures in this mode:
   leaves its trials running in the oracle, and keras-tuner's own chief then waits for them
   forever. Our chief watches its workers: a dead worker's trials go back to the oracle's retry
   queue, once (a trial whose worker dies twice fails); a worker killed by a signal is replaced
-  once. Its recording process marks its open runs KILLED.
+  once, and so is one whose trials went back when no worker of the chief's is left to take them.
+  Its recording process marks its open runs KILLED, and so does the chief's (`lost`), for a
+  worker whose recording process died with it.
+- A joined worker (another command, maybe another host) is no process of the chief's: the chief
+  hears from each worker every second (`heartbeat`) and treats one that holds trials and has made
+  no call for `EXCEEDANCE_WORKER_TIMEOUT_S` (30 s) as dead, as above. If it comes back, its calls
+  are refused and it stops, so no trial is ended twice.
 - The chief ends when its workers have ended (and any trial a joined worker still trains has
   ended), not when keras-tuner thinks every tuner was told to stop, which a dead one never is.
 - Workers give up if the oracle takes minutes to start (#990): ours start once it is serving, and
@@ -29,10 +35,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from exceedance import heartbeat
 from exceedance.config import Config
 from exceedance.errors import ConfigError
+from exceedance.heartbeat import belongs
 from exceedance.validation import address
-from exceedance.worker import Worker, belongs, exit_reason, require_one_ended_well, start_workers, stop_workers
+from exceedance.worker import Worker, exit_reason, require_one_ended_well, start_workers, stop_workers
 
 JOIN_WAIT_S = 600.0  # how long a joining command waits for the search's oracle to answer
 POLL_S = 0.2
@@ -50,6 +58,8 @@ class Chief:
         report: receives the chief's lines (a worker died, its trials retried).
         scored: receives the trials the workers finished since the last call: trial id ->
             (validation quality, validation exceedance rate), for the parent run's summary.
+        lost: receives a dead worker's name and the trials taken back from it, whose runs of
+            them must end KILLED (its recording process may have died with it).
         label: the multirun job's label, before each worker's own.
     """
 
@@ -60,20 +70,23 @@ class Chief:
         uri: str,
         report: Callable[[str], None],
         scored: Callable[[dict[str, tuple[float, float]]], None],
+        lost: Callable[[str, list[str]], None],
         label: str = "",
     ):
         from concurrent import futures
 
         import grpc
         from keras_tuner.src import protos
-        from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
         self.oracle, self.config, self.uri, self.report, self.label = oracle, config, uri, report, label
-        self.scored = scored
+        self.scored, self.lost = scored, lost
+        self.liveness = heartbeat.Liveness(heartbeat.timeout_s())
         host, port = address("search.listen", config.search.listen, any_port=True)
-        # One thread per worker and a spare: the oracle's own lock serializes what must be.
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.search.workers + 2))
-        protos.get_service_grpc().add_OracleServicer_to_server(OracleServicer(oracle), self._server)
+        # Two threads per worker (its trials' calls, its heartbeat) and spares for joined ones: the
+        # oracle's own lock serializes what must be.
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2 * config.search.workers + 8))
+        servicer = heartbeat.watched_servicer(oracle, self.liveness)
+        protos.get_service_grpc().add_OracleServicer_to_server(servicer, self._server)
         try:
             self.port = self._server.add_insecure_port(f"{host}:{port}")
         except RuntimeError:
@@ -115,6 +128,7 @@ class Chief:
         return len(self.oracle.start_order) - started_before
 
     def _watch(self) -> None:
+        since: list[float] = []  # when the chief's own workers had ended with no trial in flight
         seen: set[str] = set()
         ended = len(self.oracle.end_order)  # trials that ended before this run of the search
         while True:
@@ -125,7 +139,13 @@ class Chief:
                 seen.add(worker.name)
                 if worker.process.returncode != 0:
                     self._worker_died(worker)
-            if all(w.process.poll() is not None for w in self.workers) and not self._joined_trials():
+            for name in self.liveness.silent():
+                if not self._own(name) and self._holds_trials(name) and self.liveness.give_up(name):
+                    timeout = self.liveness.timeout_s
+                    self._take_back(name, f"joined worker {name}", f"stopped answering for {timeout:g} s")
+            if any(w.process.poll() is None for w in self.workers):
+                since.clear()
+            elif not self._joined(since):
                 self._score(ended)
                 return
             time.sleep(POLL_S)
@@ -149,28 +169,45 @@ class Chief:
         return len(order)
 
     def _worker_died(self, worker: Worker) -> None:
-        """Its trials go back to the oracle (once each); one killed by a signal is replaced once."""
-        retried, failed = requeue(self.oracle, worker.name, self._retried)
+        """One of the chief's own workers ended badly; one killed by a signal is replaced once."""
         code = worker.process.returncode
-        line = f"{worker.label.strip()} ended ({exit_reason(code)})"
+        self._take_back(worker.name, worker.label.strip(), exit_reason(code), replace=code < 0 and not worker.replaces)
+
+    def _take_back(self, name: str, who: str, how: str, replace: bool = False) -> None:
+        """A dead worker's trials go back to the oracle (once each), its runs of them end KILLED,
+        and a worker replaces it when asked or when none of the chief's is left to take them."""
+        retried, failed = requeue(self.oracle, name, self._retried)
+        line = f"{who} ended ({how})"
         if retried:
             line += f"; trials {', '.join(retried)} go to another worker"
         if failed:
             line += f"; trials {', '.join(failed)} failed (their worker died twice)"
         self.report(line)
-        if code < 0 and not worker.replaces:
+        if retried or failed:
+            self.lost(name, retried + failed)
+        if replace or (retried and all(w.process.poll() is not None for w in self.workers)):
             number = len(self.workers) + 1
             (replacement,) = start_workers(self.config, self.uri, self.address, 1, self.label, first=number)
-            replacement.replaces = worker.name
+            replacement.replaces = name
             self.workers.append(replacement)
 
-    def _joined_trials(self) -> int:
-        """Trials in flight on workers of other commands (`search.join`), which the chief waits for."""
-        return sum(
-            1
-            for tuner_id in dict(self.oracle.ongoing_trials)
-            if not any(belongs(tuner_id, w.name) for w in self.workers)
-        )
+    def _own(self, name: str) -> bool:
+        return any(w.name == name for w in self.workers)
+
+    def _holds_trials(self, name: str) -> bool:
+        return any(belongs(tuner_id, name) for tuner_id in dict(self.oracle.ongoing_trials))
+
+    def _joined(self, since: list[float]) -> bool:
+        """Whether the chief, its own workers ended, waits for workers of other commands
+        (`search.join`): while they have trials in flight, and for up to the heartbeat timeout
+        while they still call (one between two steps would otherwise find the oracle gone, and
+        wait for it an hour, keras-tuner's timeout, instead of being told the search is done)."""
+        if any(not any(belongs(t, w.name) for w in self.workers) for t in dict(self.oracle.ongoing_trials)):
+            since.clear()
+            return True
+        since[:] = since or [time.monotonic()]
+        calling = [name for name in self.liveness.live(3 * heartbeat.PERIOD_S) if not self._own(name)]
+        return bool(calling) and time.monotonic() - since[0] < self.liveness.timeout_s
 
 
 def requeue(oracle, worker: str, retried: set[str]) -> tuple[list[str], list[str]]:

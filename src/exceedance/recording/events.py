@@ -86,6 +86,16 @@ class TrialsScored:
 
 
 @dataclass(frozen=True)
+class WorkerLost:
+    """The chief took back trials from a dead worker (`workers`): that worker's runs of them end
+    KILLED, now and again when the search ends (its recording process may have died with it, or
+    may record an end after the chief gave up on it)."""
+
+    worker: str
+    trial_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SearchEnded:
     """The search ended with `status`; the recording side answers with a `SearchSummary`."""
 
@@ -104,4 +114,6 @@ class SearchSummary:
     joint_front: list[dict] = field(default_factory=list)  # the experiment's joint front (see `front`)
 
 
-Event = SearchStarted | TrialStarted | EpochEnded | TrialEnded | TrialPredictions | TrialsScored | SearchEnded
+Event = (
+    SearchStarted | TrialStarted | EpochEnded | TrialEnded | TrialPredictions | TrialsScored | WorkerLost | SearchEnded
+)

@@ -174,6 +174,18 @@ class Experiment:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(runs)
 
+    def kill_worker_runs(self, parent_id: str, worker: str, trial_ids) -> int:
+        """Mark `worker`'s runs of `trial_ids` under `parent_id` KILLED, whatever they say (the
+        chief took those trials back from it); return how many were not."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{names.PARENT}` = '{parent_id}' and tags.`{names.WORKER}` = '{worker}'",
+        )
+        killed = [r for r in runs if r.data.tags.get(names.TRIAL_ID) in set(trial_ids) and r.info.status != "KILLED"]
+        for run in killed:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(killed)
+
     def start_trial(
         self, parent_id: str, trial_id: str, params: dict[str, Any] | None = None, job: str = "", worker: str = ""
     ) -> str:

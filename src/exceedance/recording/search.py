@@ -30,6 +30,7 @@ from exceedance.recording.events import (
     TrialPredictions,
     TrialsScored,
     TrialStarted,
+    WorkerLost,
 )
 from exceedance.recording.experiment import Experiment, running_search
 
@@ -95,6 +96,7 @@ class SearchRecording:
         self._last_val: dict[str, tuple[float, float]] = {}  # trial id -> its latest validation scores
         data = self.config.data
         self._keys = (names.val_quality(data.quality), names.VAL_EXCEEDANCE_RATE)
+        self._lost: dict[str, set[str]] = {}  # a dead worker's name -> the trials taken back from it
         self._comparable = {names.DATA: data.name, names.QUALITY: data.quality, names.LIMIT: data.limit}
         self._ended = False
 
@@ -130,6 +132,9 @@ class SearchRecording:
                 for trial_id, pair in scores.items():
                     self._scores[trial_id] = pair
                     self._log_progress()
+            case WorkerLost(worker, trial_ids):
+                self._lost.setdefault(worker, set()).update(trial_ids)
+                self.experiment.kill_worker_runs(self.parent_id, worker, trial_ids)
             case SearchEnded(status, started):
                 self._started += started
                 return self._end_search(status, read=started > 0)
@@ -245,6 +250,8 @@ class SearchRecording:
         """End the search: its final front (with the figure) when it finished, then its status,
         which a trial cut short (Ctrl-C) shares. A worker ends only its own part: the curves
         of its trials on the front so far. `read`: trials were recorded by other processes."""
+        for worker, trial_ids in self._lost.items():  # in case one recorded an end after it was given up on
+            self.experiment.kill_worker_runs(self.parent_id, worker, trial_ids)
         if read:
             self._read_scores()
         rows = self.publish_front(plot=not self._worker) if status == FINISHED else []
