@@ -28,6 +28,7 @@ from exceedance.errors import ConfigError, SearchStopped, TrackingLost
 from exceedance.quiet import import_tensorflow
 from exceedance.recording.events import FAILED, FINISHED, KILLED, SearchEnded, SearchStarted, TrialsScored, WorkerLost
 from exceedance.recording.process import Recorder
+from exceedance.signals import STOPPING, Terminated
 from exceedance.stores import connect, require_free_space
 from exceedance.validation import validate
 
@@ -214,20 +215,26 @@ def as_os_error(err: BaseException) -> OSError | None:
 
 @contextmanager
 def ctrl_c_deferred():
-    """Let the search's end be recorded whole: a Ctrl-C that arrives meanwhile (one just as the
-    last trial ends, or a second one while a cut search is being closed) is held back and raised
-    once the records are complete, so no run is left RUNNING."""
+    """Let the search's end be recorded whole: a Ctrl-C (or SIGTERM, SIGHUP) that arrives meanwhile
+    (one just as the last trial ends, or a second one while a cut search is being closed) is held
+    back and raised once the records are complete, so no run is left RUNNING."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pressed = []
-    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    pressed: list[KeyboardInterrupt] = []
+    held = {signal.SIGINT: lambda *_: pressed.append(KeyboardInterrupt())}
+    held.update({each: lambda signum, _: pressed.append(Terminated(signum)) for each in STOPPING})
+    previous = {each: signal.getsignal(each) for each in held}
+    for each, hold in held.items():
+        if previous[each] not in (signal.SIG_IGN, None):  # one that already stopped us is ignored from then on
+            signal.signal(each, hold)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for each, handler in previous.items():
+            signal.signal(each, handler)
     if pressed:
-        raise KeyboardInterrupt
+        raise pressed[0]
 
 
 def _search(

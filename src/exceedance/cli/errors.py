@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from exceedance.errors import ConfigError, SearchStopped, redact
+from exceedance.signals import STOPPING, Terminated
 
 USAGE_ERROR = 2
 SEARCH_FAILED = 1
@@ -60,7 +61,8 @@ def _os_line(err: OSError) -> str:
 def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> Any:
     """Call `entry`; turn a configuration error into one line on stderr and exit code 2, a
     stopped search into one line and exit code 1, a file that cannot be written into one line
-    and exit code 1, and Ctrl-C into one line and exit code 130.
+    and exit code 1, Ctrl-C into one line and exit code 130, and SIGTERM or SIGHUP (once
+    `signals.end_like_ctrl_c` is on) into one line and exit code 143 or 129.
 
     Used both around Hydra (composition errors) and inside the task function, where exiting
     before Hydra sees the exception keeps it from logging a second line about the job.
@@ -73,18 +75,22 @@ def exit_on_user_error(command: str, entry: Callable[..., Any], *args: Any) -> A
         _exit(f"{command}: {one_line(err)}", SEARCH_FAILED)
     except OSError as err:
         _exit(f"{command}: {redact(_os_line(err))}", SEARCH_FAILED)
+    except Terminated as err:
+        _exit(f"{command}: stopped by {err}; everything recorded so far is kept", err.exit_code)
     except KeyboardInterrupt:
         _exit(f"{command}: {INTERRUPTED_LINE}", INTERRUPTED)
 
 
 def _exit(line: str, code: int) -> None:
-    """Print `line` and exit. Ctrl-C is ignored from here on: another one while the interpreter
-    shuts down (joining threads, closing pools) would print a traceback after the line."""
+    """Print `line` and exit. Ctrl-C, SIGTERM and SIGHUP are ignored from here on: another one
+    while the interpreter shuts down (joining threads, closing pools) would print a traceback
+    after the line."""
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for each in (signal.SIGINT, *STOPPING):
+            signal.signal(each, signal.SIG_IGN)
     print(line, file=sys.stderr, flush=True)
     sys.exit(code)
 

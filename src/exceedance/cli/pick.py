@@ -12,6 +12,7 @@ from exceedance.cli.table import cell, front_line
 from exceedance.config import TrackingConfig, safe_name
 from exceedance.errors import has_credentials, redact
 from exceedance.pick import PickResult, Rule, run_pick
+from exceedance.signals import end_like_ctrl_c
 from exceedance.stores import resolve_uri
 
 COMMAND = "exceedance-pick"
@@ -55,6 +56,7 @@ def format_table(result: PickResult) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    end_like_ctrl_c()
     args = parser().parse_args(argv)
     rule = Rule(args.max_exceedance, args.min_quality, args.knee)
     tracking = TrackingConfig(uri=args.tracking_uri)

@@ -23,6 +23,7 @@ from exceedance.errors import redact
 from exceedance.quiet import quiet_libraries, take_verbose_flag
 from exceedance.recording.reader import open_trial_store
 from exceedance.run_search import SearchResult, join, run
+from exceedance.signals import end_like_ctrl_c, pass_to_the_jobs
 from exceedance.stores import require_free_space, resolve_uri
 
 COMMAND = "exceedance-sweep"
@@ -40,6 +41,7 @@ def format_front(result: SearchResult) -> str:
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def _sweep(cfg: DictConfig) -> None:
+    end_like_ctrl_c()  # in a multirun's job too
     with _siblings_end_first(), _forgotten_if_refused():
         exit_on_user_error(COMMAND, _run_and_print, cfg)
 
@@ -190,6 +192,9 @@ def main() -> None:
     quiet_libraries()
     if {"-m", "--multirun"} & set(sys.argv[1:]):
         signal.signal(signal.SIGINT, _ctrl_c_to_the_jobs)
+        pass_to_the_jobs()
+    else:
+        end_like_ctrl_c()
     sys.argv[1:] = exit_on_user_error(COMMAND, keep_secrets_from_hydra, sys.argv[1:])
     # Hydra writes its run folder under mlruns/ before the search starts: a full disk there
     # would fail inside Hydra, in a write that names no file.

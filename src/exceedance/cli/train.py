@@ -10,6 +10,7 @@ from exceedance.cli.errors import exit_on_user_error, one_line
 from exceedance.config import Config, register_configs, to_config
 from exceedance.errors import ConfigError, redact
 from exceedance.quiet import quiet_libraries
+from exceedance.signals import end_like_ctrl_c
 from exceedance.train import CHAMPION, TrainResult, check_registry_names, default_model_name, train
 
 COMMAND = "exceedance-train"
@@ -103,6 +104,7 @@ def certificate_lines(result: TrainResult) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    end_like_ctrl_c()  # SIGTERM or SIGHUP ends the training run as Ctrl-C does (FAILED), with one line
     args = parser().parse_intermixed_args(argv)  # overrides before or after the options
     quiet_libraries(args.verbose)
     config, result = exit_on_user_error(COMMAND, _compose_and_train, args)

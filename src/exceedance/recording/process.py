@@ -18,7 +18,6 @@ import errno
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -27,6 +26,7 @@ from typing import Any
 
 from exceedance.errors import ConfigError, TrackingLost, redact
 from exceedance.recording.events import Event, SearchStarted
+from exceedance.signals import started_outliving_stops
 from exceedance.stores import sqlite_path
 
 # The recording process's state: its one `SearchRecording`, and the lock that keeps the
@@ -40,11 +40,11 @@ HTTP_RETRIES = 2
 
 
 def _start_process(parent_pid: int, timeout_s: float) -> None:
-    """Set up the recording process: Ctrl-C goes to the training process, which then ends the
-    search in order; the recorder must not die halfway through a write. When the training
+    """Set up the recording process. It started with Ctrl-C, SIGTERM and SIGHUP ignored: they go
+    to the training process, which then ends the search in order; the recorder must not die
+    halfway through a write. When the training
     process is gone however it ended (SIGKILL, out of memory, a launcher killing its job), the
     recorder closes the search's open runs as KILLED, so nothing is left RUNNING, and exits."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(10)  # on a busy CPU, training goes first; records catch up in its gaps
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -141,13 +141,15 @@ class Recorder:
     """
 
     def __init__(self, timeout_s: float = 5.0):
-        self._pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=_spawning(),
-            initializer=_start_process,
-            initargs=(os.getpid(), timeout_s),
-        )
-        self._pool.submit(int)  # start the process now, not at the first event
+        # The pool's queues start multiprocessing's resource tracker, the first submit the process.
+        with started_outliving_stops():
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=_spawning(),
+                initializer=_start_process,
+                initargs=(os.getpid(), timeout_s),
+            )
+            self._pool.submit(int)  # start the process now, not at the first event
 
     def send(self, event: Event) -> Future:
         """Queue `event`; its answer (a parent run id, a `SearchSummary`, or None) or the first
