@@ -96,3 +96,52 @@ def test_every_output_nan_fails_the_recheck_where_it_passed():
     # the outputs of a model fed 1e39 (inf in float32): NaN everywhere used to count as below
     seen = check(np.full((500, 3), np.nan), LIMIT, 0.1, 0.05)
     assert seen.rate == 1.0 and seen.non_finite == 1500 and not seen.holds()
+
+
+@pytest.mark.slow
+def test_recheck_counts_overflowing_outputs_and_refuses_a_damaged_model_in_one_line(tmp_path):
+    import shutil
+
+    from mlflow import MlflowClient
+    from test_hostile import PICKED
+
+    from conftest import command, last_line
+    from exceedance.cli.train import main as train_main
+
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "picked.yaml").write_text(PICKED.format(store=f"{tmp_path}/mlruns/mlflow.db"))
+    train_main([str(tmp_path / "picked.yaml"), "--certify", "0.5"])
+    model = ["models:/shipit@champion", "--tracking-uri", uri]
+
+    # Values float32 holds, but that overflow the model: its outputs are inf or NaN, never below
+    # the limit, so the re-check fails (it said PASS when NaN counted as below).
+    header = ",".join(f"f{i}" for i in range(8))
+    (tmp_path / "big.csv").write_text(header + "\n" + "\n".join([",".join(["3e38"] * 8)] * 200) + "\n")
+    overflow = command("certify", [*model, "--data", "big.csv"], tmp_path)
+    assert overflow.returncode == 3, overflow.stdout + overflow.stderr[-3000:]
+    assert "200 rows of big.csv: 800 outputs above the limit 1 (800 of them not finite numbers" in overflow.stdout
+    assert "FAIL: the bound" in overflow.stdout and "PASS" not in overflow.stdout
+    (tmp_path / "fine.csv").write_text(header + "\n" + "\n".join([",".join(["0"] * 8)] * 200) + "\n")
+
+    def refused(message: str) -> None:
+        done = command("certify", [*model, "--data", "fine.csv"], tmp_path)
+        assert done.returncode == 2, done.stdout + done.stderr[-3000:]
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert last_line(done).startswith(f"exceedance-certify: error: model: {message}"), last_line(done)
+
+    # a certificate tag edited or damaged in the registry
+    client = MlflowClient(uri)
+    limit = client.get_model_version_by_alias("shipit", "champion").tags["exceedance.certificate.limit"]
+    client.set_model_version_tag("shipit", "1", "exceedance.certificate.limit", "abc")
+    refused("models:/shipit@champion carries a damaged certificate (its exceedance.certificate.limit tag is 'abc'")
+    client.set_model_version_tag("shipit", "1", "exceedance.certificate.limit", limit)
+    client.delete_model_version_tag("shipit", "1", "exceedance.certificate.max_exceedance")
+    refused("models:/shipit@champion carries a damaged certificate (its exceedance.certificate.max_exceedance tag")
+    client.set_model_version_tag("shipit", "1", "exceedance.certificate.max_exceedance", "0.5")
+
+    # the model's files damaged, then gone
+    (saved,) = (tmp_path / "mlruns").rglob("*.keras")
+    saved.write_bytes(saved.read_bytes()[:2000])
+    refused("cannot load models:/shipit@champion: its files are missing or damaged (")
+    shutil.rmtree(saved.parent)
+    refused("cannot load models:/shipit@champion: its files are missing or damaged (")

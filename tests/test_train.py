@@ -188,3 +188,53 @@ def test_train_certify_ships_a_model_with_the_offset_and_its_certificate(tmp_pat
     second = client.get_model_version_by_alias("certified", "champion")
     assert int(second.tags["exceedance.certificate.rows"]) == 300 + len(x_test)
     assert float(second.tags["exceedance.certificate.max_exceedance"]) == 0.5  # the pick's rule
+
+
+FIXED = """\
+defaults: [base_config, _self_]
+name: gate-picked
+data: {{name: synthetic, limit: 1.0, n_samples: {rows}}}
+model: {{hidden_units: [16]}}
+penalty:
+  forms: [l2]
+  threshold_offset: {{low: 0.0, high: 0.0}}
+  lam: {{low: 0.0, high: 0.0}}
+search:
+  epochs: {epochs}
+  batch_size: 64
+  learning_rate: {{low: 0.01, high: 0.01}}
+tracking: {{uri: "{uri}"}}
+"""
+
+
+@pytest.mark.slow
+def test_train_does_not_register_a_model_its_own_certificate_check_fails(tmp_path):
+    # Calibration rows unlike the data the model sees: 5,000 copies of the mean row, whose output
+    # is below the limit, swamp the 300 drawn ones. The certificate comes out with no offset and a
+    # tight bound that the test rows (a quarter of them above the limit) are far outside of.
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    (tmp_path / "picked.yaml").write_text(FIXED.format(rows=2000, epochs=20, uri=uri))
+    dataset = data_module.load(compose_file(tmp_path / "picked.yaml", []).data)
+    np.savez(tmp_path / "alike.npz", x=np.tile(dataset.feature_mean, (5000, 1)))
+    done = command("train", ["picked.yaml", "--certify", "0.05", "--calibration-data", "alike.npz"], tmp_path)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+    line = last_line(done)
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert line.startswith("exceedance-train: --certify: the certificate does not hold: on the test rows "), line
+    assert "outside the certified bound" in line and "nothing was registered" in line
+    assert "certified on 5300 calibration rows" in done.stdout and "Registered" not in done.stdout
+    client = MlflowClient(uri)
+    assert client.search_registered_models() == []  # no version, no alias
+    (training,) = client.search_runs(
+        [client.get_experiment_by_name("gate-picked").experiment_id], "tags.`exceedance.role` = 'training'"
+    )
+    assert training.info.status == "FAILED"
+    assert training.data.metrics["test/exceedance_rate"] > float(
+        training.data.tags["exceedance.certificate.upper_bound"]
+    )
+
+    # the same model certified on rows drawn like the test rows is registered
+    shipped = command("train", ["picked.yaml", "--certify", "0.05"], tmp_path)
+    assert shipped.returncode == 0, shipped.stdout[-2000:] + shipped.stderr[-3000:]
+    assert "within the certified bound" in shipped.stdout
+    assert str(client.get_model_version_by_alias("gate", "champion").version) == "1"

@@ -33,7 +33,9 @@ class _Exceedance(keras.metrics.Metric):
         self.total = self.add_variable(shape=(), initializer="zeros", dtype="float64", name="total")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        above = ops.cast(ops.convert_to_tensor(y_pred) > self.limit, "float64")
+        y_pred = ops.convert_to_tensor(y_pred)
+        # An output that is not a finite number (NaN, inf) is never below the limit: it counts above.
+        above = ops.cast(ops.logical_or(y_pred > self.limit, ops.logical_not(ops.isfinite(y_pred))), "float64")
         self.count.assign_add(ops.sum(above))
         self.total.assign_add(ops.cast(ops.size(above), "float64"))
 

@@ -10,6 +10,7 @@ import os
 from contextlib import contextmanager
 from importlib import metadata
 
+from exceedance.errors import ConfigError
 from exceedance.recording.experiment import Experiment
 
 
@@ -63,12 +64,24 @@ def register_model(experiment: Experiment, run_id: str, model, signature, name: 
     return version, f"models:/{name}@{alias}"
 
 
-def load_model(uri: str, model_uri: str):
-    """Load a Keras model from the store at `uri`, e.g. `models:/NAME@champion`."""
+def load_model(uri: str, model_uri: str, option: str = "model"):
+    """Load a Keras model from the store at `uri`, e.g. `models:/NAME@champion`.
+
+    Raises:
+        ConfigError: naming `option` (how the user gave the model) when its files are gone or
+            damaged, or are not a Keras model's.
+    """
     import mlflow.keras
 
     from exceedance.quiet import import_tensorflow
 
     import_tensorflow()
-    with _fluent_store(uri):
-        return mlflow.keras.load_model(model_uri)
+    try:
+        with _fluent_store(uri):
+            return mlflow.keras.load_model(model_uri)
+    except Exception as err:  # MLflow's, the file system's, zip's and Keras's errors alike
+        reason = str(getattr(err, "message", err)).strip().splitlines()
+        raise ConfigError(
+            f"{option}: cannot load {model_uri}: its files are missing or damaged ({type(err).__name__}: "
+            f"{reason[0] if reason else 'no message'}); register it again with exceedance-train"
+        ) from None

@@ -61,7 +61,8 @@ class DualAscent(keras.callbacks.Callback):
     def _batch_rate(self) -> float:
         if self.held_out is not None:
             rows = self._rng.integers(0, len(self.held_out), min(self.batch_size, len(self.held_out)))
-            return float(np.mean(self.model.predict_on_batch(self.held_out[rows]) > self.limit))
+            pred = np.asarray(self.model.predict_on_batch(self.held_out[rows]))
+            return float(np.mean((pred > self.limit) | ~np.isfinite(pred)))  # NaN, inf: above
         count, total = float(self.rate_metric.count.value.numpy()), float(self.rate_metric.total.value.numpy())
         (seen_count, seen_total), self._seen = self._seen, (count, total)
         return (count - seen_count) / (total - seen_total) if total > seen_total else 0.0

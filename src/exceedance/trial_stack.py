@@ -121,7 +121,7 @@ class TrialStack:
             values = tf.where(_slot_shape(self.form, 3) == index, FORMS[form](excess, **extras), values)
         penalty = tf.reduce_mean(values, axis=-1)
         rows = base + _slot_shape(self.lam, 2) * penalty
-        above = tf.cast(pred > self.limit, tf.float64)
+        above = tf.cast((pred > self.limit) | ~tf.math.is_finite(pred), tf.float64)  # NaN, inf: above
         quality = tf.cast(QUALITY_VALUES[self.quality](y, pred, self.tolerance, self.scale), tf.float64)
         regularization = self.network.regularization()
         loss = tf.reduce_mean(rows, axis=1) + regularization
@@ -156,7 +156,7 @@ class TrialStack:
     def _held_out_dual(self, x):
         """The dual update from held-out rows, after the step (`penalty.dual_rows`)."""
         pred = self.network(x, training=False)
-        rate = tf.reduce_mean(tf.cast(pred > self.limit, tf.float32), axis=[1, 2])
+        rate = tf.reduce_mean(tf.cast((pred > self.limit) | ~tf.math.is_finite(pred), tf.float32), axis=[1, 2])
         self._dual_update(rate, self.training & self.alive)
 
     def _dual_update(self, rate, updating):

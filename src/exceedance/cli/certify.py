@@ -9,6 +9,7 @@ FAIL, so a monitoring job can alert on it; bad input is one line and exit code 2
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +72,24 @@ def _version(client, model: str):
         raise ConfigError(f"model: {model} is not in the registry ({err.message.splitlines()[0]})") from None
 
 
+def _certificate_number(model: str, tags: dict[str, str], name: str) -> float:
+    """A figure of the certificate a model version carries, refused in one line if an edit or a
+    damaged store left it missing or not a number a float32 model compares with."""
+    from exceedance.config import FLOAT32_MAX
+
+    text = tags.get(f"{names.CERTIFICATE}{name}")
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise ConfigError(
+            f"model: {model} carries a damaged certificate (its {names.CERTIFICATE}{name} tag is {text!r}, not a "
+            "finite number); certify it again with exceedance-train --certify"
+        )
+    return value
+
+
 def recheck(model: str, data: Path, max_exceedance: float | None, confidence: float | None, uri: str) -> Recheck:
     """Score `data` with `model` and bound its exceedance rate; log the re-check in MLflow."""
     from exceedance.certify import check, require_rate
@@ -85,12 +104,12 @@ def recheck(model: str, data: Path, max_exceedance: float | None, confidence: fl
     client = MlflowClient(uri)
     version = _version(client, model)
     tags = version.tags
-    limit = tags.get(f"{names.CERTIFICATE}limit")
-    if limit is None:
+    if f"{names.CERTIFICATE}limit" not in tags:
         raise ConfigError(f"model: {model} carries no certificate (train it with exceedance-train --certify)")
-    rate = max_exceedance if max_exceedance is not None else float(tags[f"{names.CERTIFICATE}max_exceedance"])
+    limit = _certificate_number(model, tags, "limit")
+    rate = max_exceedance if max_exceedance is not None else _certificate_number(model, tags, "max_exceedance")
     if confidence is None:
-        confidence = 1 - float(tags.get(f"{names.CERTIFICATE}delta", 0.05))
+        confidence = 1 - (_certificate_number(model, tags, "delta") if f"{names.CERTIFICATE}delta" in tags else 0.05)
     require_rate("--max-exceedance", rate)
     require_rate("--confidence", confidence)
 
@@ -98,10 +117,10 @@ def recheck(model: str, data: Path, max_exceedance: float | None, confidence: fl
     import exceedance.metrics  # noqa: F401  (the shipped model's loss and metrics)
     from exceedance.registry import load_model
 
-    loaded = load_model(uri, model)
+    loaded = load_model(uri, model, "model")
     if x.shape[1] != loaded.input_shape[-1]:
         raise ConfigError(f"--data: {data} has {x.shape[1]} feature columns; the model takes {loaded.input_shape[-1]}")
-    certificate = check(loaded.predict(x, batch_size=1024, verbose=0), float(limit), rate, 1 - confidence)
+    certificate = check(loaded.predict(x, batch_size=1024, verbose=0), limit, rate, 1 - confidence)
     experiment = client.get_run(version.run_id).info.experiment_id
     run_tags = {names.ROLE: "certification", "mlflow.parentRunId": version.run_id, "model": model}
     run_id = client.create_run(
@@ -129,9 +148,11 @@ def main(argv: list[str] | None = None) -> None:
     uri = exit_on_user_error(COMMAND, resolve_uri, TrackingConfig(uri=args.tracking_uri))
     done = exit_on_user_error(COMMAND, recheck, args.model, args.data, args.max_exceedance, args.confidence, uri)
     cert = done.certificate
+    broken = f" ({cert.non_finite} of them not finite numbers: the model overflows)" if cert.non_finite else ""
     print(
         f"{args.model} on {cert.rows} rows of {args.data.name}: {cert.exceedances} outputs above the limit "
-        f"{cert.limit:g}, rate {cert.rate:.4g}; upper bound {cert.upper_bound:.4g} at confidence {1 - cert.delta:g}"
+        f"{cert.limit:g}{broken}, rate {cert.rate:.4g}; upper bound {cert.upper_bound:.4g} at confidence "
+        f"{1 - cert.delta:g}"
     )
     if done.passed:
         print(f"PASS: the bound {cert.upper_bound:.4g} is within exceedance rate <= {cert.max_exceedance:g}")
