@@ -15,7 +15,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-USER, PASSWORD, DATABASE = "exceedance", "pg-s3cret-9f41", "mlflow"
+# A generated secret as base64 gives it: a raw `/` in it (SQLAlchemy and psycopg accept it as is).
+USER, PASSWORD, DATABASE = "exceedance", "pg/s3cret/9f41", "mlflow"
 
 
 def binaries() -> Path | None:

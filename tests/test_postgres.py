@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import postgres
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy.engine import make_url
 
-from conftest import TINY, command, free_port, serve_mlflow, stop_process
+from conftest import TINY, command, free_port, last_line, serve_mlflow, stop_process
 from exceedance.recording.reader import DatabaseTrialStore
 
 pytestmark = pytest.mark.slow
@@ -29,14 +31,70 @@ def database():
         yield uri
 
 
+SECRET = "s3cret"  # the part of the password that survives any encoding of it
+
+
 def no_password_anywhere(printed: list[str], folder: Path, client: MlflowClient, experiment: str) -> None:
-    """The URI's password reaches no printed line, no file under `folder`, no param or tag."""
-    assert postgres.PASSWORD not in "".join(printed)
-    leaked = [p for p in folder.rglob("*") if p.is_file() and postgres.PASSWORD.encode() in p.read_bytes()]
+    """The URI's password reaches no printed line, no file under `folder` (Hydra's, the picks',
+    the artifacts'), no run name, param, tag or description, no experiment tag, no model version."""
+    assert SECRET not in "".join(printed)
+    leaked = [p for p in folder.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == []
     found = client.get_experiment_by_name(experiment)
+    assert SECRET not in json.dumps([found.name, found.tags])
     for run in client.search_runs([found.experiment_id]):
-        assert postgres.PASSWORD not in json.dumps([run.data.tags, run.data.params])
+        assert SECRET not in json.dumps([run.info.run_name, run.data.tags, run.data.params])
+    for version in client.search_model_versions():
+        assert SECRET not in json.dumps([version.tags, version.description, version.source, version.run_link])
+
+
+# Every form of a credentialed PostgreSQL URI that SQLAlchemy and psycopg accept, on a port.
+_USER, _PASSWORD, _DB = postgres.USER, postgres.PASSWORD, postgres.DATABASE
+FORMS = {
+    "password in the user-info": lambda port: f"postgresql://{_USER}:{_PASSWORD}@127.0.0.1:{port}/{_DB}",
+    "password in the query": lambda port: f"postgresql://{_USER}@127.0.0.1:{port}/{_DB}?password={_PASSWORD}",
+    "everything in the query": lambda port: (
+        f"postgresql:///{_DB}?host=127.0.0.1&port={port}&user={_USER}&password={_PASSWORD}"
+    ),
+}
+
+
+@pytest.mark.parametrize("form", FORMS.values(), ids=FORMS.keys())
+def test_no_form_of_the_password_reaches_a_line_a_file_or_a_record(database, tmp_path, form):
+    uri, closed = form(make_url(database).port), form(1)
+    printed = []
+    done = command("sweep", [*TINY, f"tracking.uri={uri}", "name=forms"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed.append(done.stdout + done.stderr)
+    # The next command names the store the sweep used, its password masked.
+    assert "Next: MLFLOW_TRACKING_URI='postgresql://" in done.stdout and "***" in done.stdout.split("Next:")[1]
+    pick = command("pick", ["forms", "--knee", "--tracking-uri", uri], tmp_path)
+    assert pick.returncode == 0, pick.stderr[-3000:]
+    printed.append(pick.stdout + pick.stderr)
+    # Error lines of every command name the store, masked.
+    picked, rows = "mlruns/picks/forms/picked.yaml", tmp_path / "rows.csv"
+    rows.write_text("a,b,c\n" + "1,2,3\n" * 20)
+    for name, args in (
+        ("sweep", [*TINY, f"tracking.uri={closed}", "name=forms"]),
+        ("pick", ["forms", "--knee", "--tracking-uri", closed]),
+        ("train", [picked, f"tracking.uri={closed}"]),
+        ("certify", ["models:/forms@champion", "--data", str(rows), "--tracking-uri", closed]),
+    ):
+        refused = command(name, args, tmp_path, timeout=120)
+        assert refused.returncode != 0 and "***" in last_line(refused), (name, refused.stderr[-2000:])
+        printed.append(refused.stdout + refused.stderr)
+    no_password_anywhere(printed, tmp_path, MlflowClient(uri), "forms")
+
+
+def test_a_password_in_a_config_file_is_refused_before_hydra_writes(database, tmp_path):
+    (tmp_path / "mine.yaml").write_text(f"defaults:\n  - base_config\n  - _self_\ntracking:\n  uri: {database}\n")
+    for flags in ([], ["-m"]):
+        done = command("sweep", [*flags, "--config-dir", str(tmp_path), "--config-name", "mine"], tmp_path)
+        assert done.returncode == 2 and last_line(done).startswith(
+            "exceedance-sweep: error: tracking.uri: 'postgresql://exceedance:***@127.0.0.1:"
+        )
+        assert "put the URI in MLFLOW_TRACKING_URI" in last_line(done) and SECRET not in done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.yaml"]  # no run folder, no store
 
 
 def test_a_sweep_two_jobs_a_pick_and_a_registered_model_in_postgresql(database, tmp_path):
@@ -103,7 +161,9 @@ def test_a_sweep_and_two_jobs_through_an_mlflow_server_on_postgresql(database, t
     port = free_port()
     backend = ("--backend-store-uri", database, "--artifacts-destination", str(tmp_path / "artifacts"))
     server = serve_mlflow(["server", *backend, "--workers", "1"], port)
-    uri = f"http://127.0.0.1:{port}"
+    # Basic-auth credentials in the URL, as a proxy in front of the server may require (MLflow's
+    # client sends them; this server ignores them), a `/` percent-encoded.
+    uri = f"http://{postgres.USER}:{quote(postgres.PASSWORD, safe='')}@127.0.0.1:{port}"
     try:
         done = command("sweep", [*TINY, f"tracking.uri={uri}", "name=served"], tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -120,5 +180,8 @@ def test_a_sweep_and_two_jobs_through_an_mlflow_server_on_postgresql(database, t
         # The server keeps the records in PostgreSQL and the artifacts where it was told.
         assert len(MlflowClient(database).search_runs([experiment.experiment_id])) == len(runs)
         assert any((tmp_path / "artifacts").rglob("predictions.png"))
+        printed = [f"{d.stdout}{d.stderr}" for d in (done, jobs, workers)]
+        assert all("http://exceedance:***@127.0.0.1" in out for out in printed)
+        no_password_anywhere(printed, tmp_path, client, "served")
     finally:
         stop_process(server)

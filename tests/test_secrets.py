@@ -78,7 +78,7 @@ def test_a_credentialed_tracking_uri_leaves_the_overrides_for_the_environment(mo
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = "postgresql:///mlflow?host=db&user=me&password=Zk9/q2Vw"
     kept = keep_secrets_from_hydra(["name=x", f"tracking.uri='{uri}'"])
-    assert kept[0] == "name=x" and not any("Zk9" in arg for arg in kept)
+    assert kept == ["name=x"]
     assert os.environ["MLFLOW_TRACKING_URI"] == uri
 
 

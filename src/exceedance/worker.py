@@ -133,8 +133,10 @@ def main() -> None:
     from exceedance.cli.errors import exit_on_user_error
     from exceedance.quiet import quiet_libraries
     from exceedance.run_search import work
+    from exceedance.signals import end_like_ctrl_c
 
     quiet_libraries()
+    end_like_ctrl_c()  # SIGTERM or SIGHUP to the group: this worker's trials end KILLED, as on Ctrl-C
     # A worker stopped at once (its chief gone, or its trials taken back) leaves its recording
     # pool's semaphore to multiprocessing's resource tracker, whose warning would follow its line.
     warnings = [os.environ.get("PYTHONWARNINGS", ""), "ignore:resource_tracker:UserWarning"]

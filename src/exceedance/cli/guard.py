@@ -34,7 +34,7 @@ TRACKING_URI = "tracking.uri"
 
 def keep_secrets_from_hydra(argv: list[str]) -> list[str]:
     """Take a credentialed `tracking.uri=` out of the overrides and pass it in
-    `MLFLOW_TRACKING_URI`; add the callback that checks the composed config.
+    `MLFLOW_TRACKING_URI` (taken whole: no quoting is needed for Hydra's grammar).
 
     Raises:
         ConfigError: for a password or token in any other override.
@@ -48,7 +48,7 @@ def keep_secrets_from_hydra(argv: list[str]) -> list[str]:
             os.environ["MLFLOW_TRACKING_URI"] = _unquoted(value)
         else:
             raise ConfigError(f"{key}: {redact(value)!r} holds a password; only tracking.uri may carry credentials")
-    return [*kept, CALLBACK_OVERRIDE]
+    return kept
 
 
 def _unquoted(value: str) -> str:

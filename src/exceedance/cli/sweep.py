@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from exceedance import names
 from exceedance.cli.errors import USAGE_ERROR, exit_on_user_error, run_hydra
-from exceedance.cli.guard import forget_job_folder, keep_secrets_from_hydra
+from exceedance.cli.guard import CALLBACK_OVERRIDE, forget_job_folder, keep_secrets_from_hydra
 from exceedance.cli.pick import DEFAULT_PICK_RATE, next_store
 from exceedance.cli.table import cell, front_line
 from exceedance.config import Config, register_configs, to_config
@@ -195,7 +195,7 @@ def main() -> None:
         pass_to_the_jobs()
     else:
         end_like_ctrl_c()
-    sys.argv[1:] = exit_on_user_error(COMMAND, keep_secrets_from_hydra, sys.argv[1:])
+    sys.argv[1:] = [*exit_on_user_error(COMMAND, keep_secrets_from_hydra, sys.argv[1:]), CALLBACK_OVERRIDE]
     # Hydra writes its run folder under mlruns/ before the search starts: a full disk there
     # would fail inside Hydra, in a write that names no file.
     outputs = Path("mlruns").resolve()

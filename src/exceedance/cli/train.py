@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from exceedance.cli.errors import exit_on_user_error, one_line
+from exceedance.cli.guard import keep_secrets_from_hydra
 from exceedance.config import Config, register_configs, to_config
 from exceedance.errors import ConfigError, redact
 from exceedance.quiet import quiet_libraries
@@ -65,7 +66,7 @@ def compose_file(path: Path, overrides: list[str]) -> Config:
 
 
 def _compose_and_train(args: argparse.Namespace) -> tuple[Config, TrainResult]:
-    config = compose_file(args.config, args.overrides)
+    config = compose_file(args.config, keep_secrets_from_hydra(args.overrides))
     model_name = args.model_name or default_model_name(config)
     name_option = "--model-name" if args.model_name else "name"  # the default name is the config's
     check_registry_names(model_name, args.alias, name_option)
