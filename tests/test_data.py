@@ -129,3 +129,14 @@ def test_the_options_the_user_gave_are_named(tmp_path):
         np.savez(tmp_path / "noarray.npz", z=np.ones((20, 2)))
         with pytest.raises(ConfigError, match=rf"^{option}: arrays \['x'\] not in"):
             read_features(str(tmp_path / "noarray.npz"), option)
+
+
+def test_a_file_with_no_rows_is_refused_for_its_size_not_its_values(tmp_path):
+    (tmp_path / "header.csv").write_text("a,b,peak\n")
+    with pytest.raises(ConfigError, match=r"^data: need at least 10 rows to split, got 0$"):
+        load(DataConfig(name="file", limit=1.0, path=str(tmp_path / "header.csv"), targets=["peak"]))
+    with pytest.raises(ConfigError, match=r"^--data: .*header.csv has no rows"):
+        read_features(str(tmp_path / "header.csv"), "--data")
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 3)))
+    with pytest.raises(ConfigError, match=r"^--calibration-data: .*empty.npz has no rows"):
+        read_features(str(tmp_path / "empty.npz"), "--calibration-data")

@@ -18,6 +18,7 @@ from conftest import command, last_line, tensorflow_imported
 pytestmark = pytest.mark.slow
 
 NINES = "9" * 20  # beyond every field's upper bound, and beyond int64
+LONG = "9" * 5000  # beyond Python's int() of a string (4,300 digits): it stopped Hydra's and YAML's parsers
 
 
 def make_values(tmp: Path) -> None:
@@ -47,6 +48,7 @@ def edited_files(tmp: Path) -> None:
     picked(tmp, "selfonly.yaml", base.replace("[base_config, _self_]", "[_self_]"))
     picked(tmp, "batch.yaml", base.replace("  epochs: 1\n", f"  epochs: 1\n  batch_size: {NINES}\n"))
     picked(tmp, "steps.yaml", base.replace("  epochs: 1\n", "  epochs: 1\n  trials_per_step: '\u00b2'\n"))
+    picked(tmp, "long.yaml", base.replace("  epochs: 1\n", f"  epochs: {LONG}\n"))
     picked(tmp, "samples.yaml", base.replace("n_samples: 300", "n_samples: 1000000000000"))
     picked(tmp, "units.yaml", base.replace("hidden_units: [8]", "hidden_units: [8, 10000000000]"))
     picked(tmp, "limit.yaml", base.replace("limit: 1.0", "limit: 1.0e+39"))
@@ -80,6 +82,13 @@ SWEEP = [
     (["search.join='10.0.0.1:\u00b9'"], "search.join: must be HOST:PORT with a port in 1..65535"),
     ([f"search.join=10.0.0.1:{NINES}"], "search.join: must be HOST:PORT with a port in 1..65535"),
     # upper bounds of numbers that failed after TensorFlow started (or ran out of memory)
+    ([f"search.batch_size={LONG}"], "search.batch_size: must be in 1..1048576, got a whole number of 5000 digits"),
+    ([f"search.trials_per_step={LONG}"], "search.trials_per_step: expected auto or a whole number in 1..1024, got '99"),
+    ([f"search.listen=127.0.0.1:{LONG}"], "search.listen: must be HOST:PORT with a port in 0..65535, got '127.0.0.1:9"),
+    (
+        ["--config-path", "{edited}", "--config-name", "long"],
+        "search.epochs: must be in 1..1000000, got a whole number of 5000 digits",
+    ),
     ([f"search.batch_size={NINES}"], f"search.batch_size: must be in 1..1048576, got {NINES}"),
     (["data.n_samples=1000000000000"], "data.n_samples: must be in 1..100000000, got 1000000000000"),
     (["data.n_samples=50000000", "data.n_features=100"], "data.n_samples: 50000000 rows of 100 features"),
@@ -139,6 +148,11 @@ TRAIN = [
     (["units.yaml"], "model.hidden_units: every layer needs 1..65536 units"),
     (["limit.yaml"], "data.limit: must be a finite number, got 1e+39"),
     (["picked.yaml", f"search.epochs={NINES}"], "search.epochs: must be in 1..1000000"),
+    (["long.yaml"], "search.epochs: must be in 1..1000000, got a whole number of 5000 digits"),
+    (
+        ["picked.yaml", f"search.max_trials={LONG}"],
+        "search.max_trials: must be in 1..1000000, got a whole number of 5000",
+    ),
     # the rows that made a certificate with offset 0 and still registered the model
     (
         ["picked.yaml", "--certify", "0.5", "--calibration-data", "{tmp}/cal_over32.csv"],

@@ -9,6 +9,7 @@ is written to MLflow. This module must stay cheap to import: no Keras, no Tensor
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -266,5 +267,9 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
+    # Numbers come from the user's own command line and files: one of thousands of digits must
+    # reach `validate` (one line naming its field), not stop Hydra's or YAML's parser on Python's
+    # cap on int() of long strings (a ValueError and a traceback).
+    sys.set_int_max_str_digits(0)
     ConfigStore.instance().store(name="base_config", node=Config)
     OmegaConf.register_new_resolver("safe_name", safe_name, replace=True)

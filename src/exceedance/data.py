@@ -110,7 +110,8 @@ def _holdable(values: np.ndarray, option: str, where: str, row_label) -> None:
     """Refuse the first value a float32 model cannot take (NaN, inf, or beyond float32's range),
     naming the option the user gave, the file, the column and the row: the one check every row
     read from a file passes on its way to a model (training data, `--data`, `--calibration-data`)."""
-    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    values = np.asarray(values, dtype=np.float64)
+    values = values if values.ndim == 2 else values[:, None]  # 1-D or 2-D (checked): no reshape of 0 rows
     with np.errstate(invalid="ignore"):
         bad = ~(np.abs(values) <= FLOAT32_MAX)  # NaN compares false: it is bad too
     if bad.any():
@@ -195,7 +196,7 @@ def _read_npz(
         rows = {len(loaded[n]) for n in names}
         if len(rows) > 1:
             raise ConfigError(f"{option}: arrays {names} of {path} have different row counts {sorted(rows)}")
-        return np.concatenate([loaded[n].reshape(len(loaded[n]), -1) for n in names], axis=1)
+        return np.concatenate([loaded[n] if loaded[n].ndim == 2 else loaded[n][:, None] for n in names], axis=1)
 
     x = columns(features)
     return x, columns(targets) if targets else np.zeros((len(x), 0))

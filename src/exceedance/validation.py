@@ -71,6 +71,16 @@ def whole_number(text: str) -> int | None:
     return int(text) if _DIGITS.fullmatch(text) else None
 
 
+def _shown(value) -> str:
+    """`value` for a message, cut short when it is thousands of digits or characters long."""
+    if isinstance(value, int) and abs(value) >= 10**30:
+        digits = math.floor(math.log10(abs(value))) + 1
+        digits -= 10 ** (digits - 1) > abs(value)  # log10 rounds up just below a power of ten
+        return f"a whole number of {digits} digits"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _require(ok: bool, field_name: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{field_name}: {message}")
@@ -111,7 +121,7 @@ def address(field_name: str, value: str, any_port: bool = False) -> tuple[str, i
     _require(
         bool(host) and port is not None and lowest <= port <= 65535,
         field_name,
-        f"must be HOST:PORT with a port in {lowest}..65535, got {value!r}",
+        f"must be HOST:PORT with a port in {lowest}..65535, got {_shown(str(value))}",
     )
     return host, port
 
@@ -134,7 +144,7 @@ def validate(config: Config) -> None:
     safe_name(config.name)
     for name, (low, high) in WHOLE_NUMBERS.items():
         value = _field(config, name)
-        _require(low <= value <= high, name, f"must be in {low}..{high}, got {value}")
+        _require(low <= value <= high, name, f"must be in {low}..{high}, got {_shown(value)}")
     _one_of(data.name, DATASETS, "data.name")
     _finite(data.limit, "data.limit")
     _one_of(data.quality, tuple(QUALITY_DIRECTIONS), "data.quality")
@@ -191,13 +201,13 @@ def validate(config: Config) -> None:
     _require(
         steps == "auto" or (per_step is not None and 1 <= per_step <= MAX_TRIALS_PER_STEP),
         "search.trials_per_step",
-        f"expected auto or a whole number in 1..{MAX_TRIALS_PER_STEP}, got {steps!r}",
+        f"expected auto or a whole number in 1..{MAX_TRIALS_PER_STEP}, got {_shown(steps)}",
     )
     units = list(config.model.hidden_units)
     _require(
         len(units) <= MAX_LAYERS and all(1 <= u <= MAX_UNITS for u in units),
         "model.hidden_units",
-        f"every layer needs 1..{MAX_UNITS} units, at most {MAX_LAYERS} layers, got {units}",
+        f"every layer needs 1..{MAX_UNITS} units, at most {MAX_LAYERS} layers, got [{', '.join(map(_shown, units))}]",
     )
 
     _require(len(penalty.forms) > 0, "penalty.forms", f"needs at least one of {', '.join(PENALTY_FORMS)}")

@@ -52,6 +52,7 @@ def compose_file(path: Path, overrides: list[str]) -> Config:
 
     if path.suffix != ".yaml" or not path.is_file():
         raise ConfigError(f"config: no such .yaml file {str(path)!r}; export one with exceedance-pick")
+    register_configs()  # first: it lets YAML read numbers of any length, for validate to refuse
     try:
         parsed = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -60,7 +61,6 @@ def compose_file(path: Path, overrides: list[str]) -> Config:
         ) from None
     if not isinstance(parsed, dict):
         raise ConfigError(f"config: {path} is not a mapping of settings; export it again with exceedance-pick")
-    register_configs()
     with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base="1.3"):
         return to_config(compose(config_name=path.stem, overrides=overrides), str(path))
 
