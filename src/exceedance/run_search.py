@@ -87,9 +87,10 @@ def run(
     """
     validate(config)
     dataset = data_module.load(config.data)
-    uri = connect(config.tracking, config.name)
     key = search_key(config)
     project = check_tuner_directory(Path(config.search.directory), key, config.search.overwrite)
+    uri = connect(config.tracking, config.name)  # the first write: every check above wrote nothing
+    project.mkdir(parents=True, exist_ok=True)
     with claim(project), recording(config) as recorder:
         started = SearchStarted(uri, config, key, tags or {}, run_name)
         return _search(config, dataset, started, recorder, report, label)
@@ -102,9 +103,9 @@ def join(config: Config, report: Callable[[str], None] = print) -> int:
 
     validate(config)
     data_module.load(config.data)
-    uri = connect(config.tracking, config.name)
     key = search_key(config)
     check_tuner_directory(Path(config.search.directory), key, overwrite=False)
+    uri = connect(config.tracking, config.name)
     return workers.join(config, uri, key, report)
 
 
@@ -138,22 +139,25 @@ def recording(config: Config):
 
 def check_tuner_directory(directory: Path, key: str, overwrite: bool) -> Path:
     """The search's keras-tuner folder (`directory/key`), once it is known to be usable: creatable
-    and writable, and, when resuming, with saved state that can be read back.
+    (its nearest existing folder writable) or writable, and, when resuming, with saved state that
+    can be read back. Nothing is created: a refused search writes nothing.
 
     Raises:
         ConfigError: naming the folder or file, and what to do.
     """
     directory = directory.resolve()
     project = directory / key
-    try:
-        project.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+    existing = next(folder for folder in (project, *project.parents) if folder.exists())
+    if not existing.is_dir():
         raise ConfigError(
-            f"search.directory: cannot create {project} ({err.strerror}); choose another search.directory"
-        ) from None
-    if not os.access(project, os.W_OK | os.X_OK):
-        raise ConfigError(f"search.directory: {project} is not writable; choose another search.directory")
-    require_free_space(project)
+            f"search.directory: cannot create {project} ({existing} is a file); choose another search.directory"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "use" if existing == project else "create"
+        raise ConfigError(
+            f"search.directory: cannot {verb} {project} ({existing} is not writable); choose another search.directory"
+        )
+    require_free_space(existing)
     if overwrite:
         return project
     for file in sorted(project.rglob("*.json")):

@@ -120,15 +120,28 @@ def _check(cfg: DictConfig) -> None:
     validate(config)
 
 
-def forget_job_folder(output_dir: str, log_name: str) -> None:
-    """Remove what Hydra wrote for a job that was then refused: its `.hydra/` files and its log,
-    then the folders that are left empty (`mlruns/` too, when this job made it). Nothing else is
-    touched."""
-    folder = Path(output_dir)
+def forget_job_folder(output_dir: str, log_name: str, sweep_dir: str | None = None) -> None:
+    """Remove what Hydra wrote for a job that was then refused: its `.hydra/` files and its log
+    (and a multirun's own two files when no other job has a folder), then the folders that are
+    left empty (`mlruns/` too, when this job made it). Nothing else is touched."""
+    folder = Path(output_dir).resolve()
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
         (folder / ".hydra" / name).unlink(missing_ok=True)
     (folder / f"{log_name}.log").unlink(missing_ok=True)
-    for empty in (folder / ".hydra", folder, *folder.parents):
-        if empty == Path.cwd() or not empty.is_dir() or any(empty.iterdir()):
+    _remove_if_empty(folder / ".hydra")
+    if sweep_dir is not None:
+        _remove_if_empty(folder)
+        folder = Path(sweep_dir).resolve()
+        if not any(path.is_dir() for path in folder.iterdir()):
+            for name in ("multirun.yaml", "jobs.lock"):
+                (folder / name).unlink(missing_ok=True)
+    for empty in (folder, *folder.parents):
+        if empty == Path.cwd() or not _remove_if_empty(empty):
             break
-        empty.rmdir()
+
+
+def _remove_if_empty(folder: Path) -> bool:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        return True
+    return False

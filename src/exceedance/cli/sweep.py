@@ -54,7 +54,9 @@ def _forgotten_if_refused():
     except SystemExit as stop:
         if stop.code == USAGE_ERROR:
             hydra_config = HydraConfig.get()
-            forget_job_folder(hydra_config.runtime.output_dir, hydra_config.job.name)
+            multirun = hydra_config.mode == RunMode.MULTIRUN
+            sweep_dir = hydra_config.sweep.dir if multirun else None
+            forget_job_folder(hydra_config.runtime.output_dir, hydra_config.job.name, sweep_dir)
         raise
 
 
