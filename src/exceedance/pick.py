@@ -238,7 +238,7 @@ def run_pick(
     rule.check()
     check_out_dir(out_dir)
     uri = resolve_uri(tracking)
-    check_store(uri, tracking.timeout_s, create=False)
+    check_store(uri, tracking.timeout_s, create=False, experiment=experiment)  # the front run gets artifacts
     store = open_trial_store(uri)
     experiment_id = store.experiment_id(experiment)
     if experiment_id is None:
