@@ -75,7 +75,7 @@ def test_what_holds_no_secret_is_left_as_it_is(text):
 def test_a_credentialed_tracking_uri_leaves_the_overrides_for_the_environment(monkeypatch):
     import os
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # put back as it was after the test, however it was set
     uri = "postgresql:///mlflow?host=db&user=me&password=Zk9/q2Vw"
     kept = keep_secrets_from_hydra(["name=x", f"tracking.uri='{uri}'"])
     assert kept == ["name=x"]
