@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from exceedance.config import ConfigError, DataConfig
-from exceedance.data import load, read_features, synthetic
+from exceedance.data import load, synthetic
+from exceedance.data_files import read_features
 
 
 def test_synthetic_has_the_requested_share_above_the_limit():

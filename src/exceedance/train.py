@@ -18,6 +18,7 @@ from exceedance import data as data_module
 from exceedance import names
 from exceedance.certify import Certificate, CertificateFails, certify, check, hb_p_value, require_rate
 from exceedance.config import PENALTY_FORMS, Config, Range
+from exceedance.data_files import read_features
 from exceedance.errors import ConfigError
 from exceedance.quiet import import_tensorflow
 from exceedance.recording.experiment import Experiment
@@ -189,7 +190,7 @@ def train(
     dataset = data_module.load(config.data)
     extra = np.zeros((0, dataset.n_features), np.float32)  # unlabelled calibration rows, in raw units
     if calibration_data is not None:
-        extra = data_module.read_features(calibration_data, "--calibration-data", dataset.n_features)
+        extra = read_features(calibration_data, "--calibration-data", dataset.n_features)
     if max_exceedance is not None:
         check_certifiable(len(dataset.x_cal) + len(extra), max_exceedance, confidence)
     uri = connect(config.tracking, config.name)

@@ -93,7 +93,7 @@ def _certificate_number(model: str, tags: dict[str, str], name: str) -> float:
 def recheck(model: str, data: Path, max_exceedance: float | None, confidence: float | None, uri: str) -> Recheck:
     """Score `data` with `model` and bound its exceedance rate; log the re-check in MLflow."""
     from exceedance.certify import check, require_rate
-    from exceedance.data import read_features
+    from exceedance.data_files import read_features
 
     parse_model_uri(model)
     x = read_features(str(data), "--data")  # checked before the model is loaded

@@ -24,7 +24,8 @@ from exceedance.quiet import quiet_libraries, take_verbose_flag
 from exceedance.recording.reader import open_trial_store
 from exceedance.run_search import SearchResult, join, run
 from exceedance.signals import end_like_ctrl_c, pass_to_the_jobs
-from exceedance.stores import require_free_space, resolve_uri
+from exceedance.store_folders import require_free_space
+from exceedance.stores import resolve_uri
 
 COMMAND = "exceedance-sweep"
 # Hydra resolves the output folders (through the `safe_name` resolver) in the launching process

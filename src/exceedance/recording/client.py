@@ -60,7 +60,8 @@ def open_client(uri: str, attempts: int = 6) -> _Retrying:
     from mlflow import MlflowClient
 
     from exceedance.sqlite_store import create_sqlite_store
-    from exceedance.stores import check_store, schema_revisions, sqlite_path
+    from exceedance.store_folders import sqlite_path
+    from exceedance.stores import check_store, schema_revisions
 
     if uri.startswith("sqlite:///") and not sqlite_path(uri).exists():  # e.g. deleted since the check
         create_sqlite_store(sqlite_path(uri), schema_revisions()[0])

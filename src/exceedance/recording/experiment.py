@@ -24,7 +24,7 @@ from exceedance.errors import ConfigError, redact
 from exceedance.pareto import FinishedTrial
 from exceedance.recording.client import open_client, store_lock
 from exceedance.recording.reader import finished_trial
-from exceedance.stores import artifact_root  # where `stores.check_store` checks they can be written
+from exceedance.store_folders import artifact_root  # where `stores.check_store` checks they can be written
 
 
 def artifact_location(uri: str) -> str | None:

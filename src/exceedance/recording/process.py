@@ -27,7 +27,7 @@ from typing import Any
 from exceedance.errors import ConfigError, TrackingLost, redact
 from exceedance.recording.events import Event, SearchStarted
 from exceedance.signals import started_outliving_stops
-from exceedance.stores import sqlite_path
+from exceedance.store_folders import sqlite_path
 
 # The recording process's state: its one `SearchRecording`, and the lock that keeps the
 # watchdog's last writes from interleaving with an event's.
