@@ -131,28 +131,6 @@ def test_a_worker_killed_mid_trial_leaves_killed_runs_and_its_trials_run_once_mo
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_search_with_workers_ends_every_run_and_the_rerun_resumes(tmp_path):
-    sweep = sweep_process(SLOW, tmp_path, stderr=subprocess.PIPE)
-    try:
-        running_trials(sweep, tmp_path, at_least=6)  # both workers' steps in flight
-        workers = list(worker_processes(sweep.pid).values())
-        os.killpg(sweep.pid, signal.SIGTERM)  # what SLURM or `timeout` sends: chief and workers alike
-        _, err = sweep.communicate(timeout=300)
-    finally:
-        sweep.kill()
-    assert sweep.returncode == 143, err[-3000:]
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "exceedance-sweep: stopped by SIGTERM; everything recorded so far is kept"
-    assert all_gone(workers)
-    client = client_for(tmp_path)
-    assert "RUNNING" not in {r.info.status for r in trial_runs(client)}
-    assert [p.info.status for p in parents(client)] == ["KILLED"]
-    resumed = command("sweep", SLOW, tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    each_trial_finished_once(client, 6)
-
-
-@pytest.mark.slow
 def test_the_chief_killed_and_restarted_resumes_the_search(tmp_path):
     sweep = sweep_process(SLOW, tmp_path)
     try:
